@@ -1,0 +1,5 @@
+import sys
+
+from drive.entrypoints.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""Filesystem BlobRepository: one file per storage key under ``FS_BASE_PATH``.
+
+Layout: ``objects/<k[:2]>/<key>`` for published bytes, ``staging/<key>`` while a write
+is in flight. Writes go to staging, are fsynced, then renamed into place and the
+directory fsynced, so a file under ``objects/`` is always complete. Every blocking
+call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import anyio
+import anyio.to_thread
+
+from drive.adapters.keys import checked_key
+from drive.domain.errors import StorageUnavailable, StoredBytesMissing
+
+READ_CHUNK = 1024 * 1024
+
+
+class FilesystemBlobRepository:
+    def __init__(self, base_path: str | os.PathLike[str], name: str = "fs") -> None:
+        self.name = name
+        self._root = Path(base_path).absolute()
+        self._objects = self._root / "objects"
+        self._staging = self._root / "staging"
+
+    def _object_path(self, key: str) -> Path:
+        key = checked_key(key)
+        return self._objects / key[:2] / key
+
+    def _staging_path(self, key: str) -> Path:
+        return self._staging / checked_key(key)
+
+    async def open(self) -> None:
+        def prepare() -> None:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._staging.mkdir(parents=True, exist_ok=True)
+            probe = self._staging / ".probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+
+        try:
+            await anyio.to_thread.run_sync(prepare)
+        except OSError as exc:
+            raise StorageUnavailable(f"FS_BASE_PATH is not a writable directory ({exc.strerror})") from None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        if not await anyio.to_thread.run_sync(self._objects.is_dir):
+            raise StorageUnavailable("filesystem backend directory is missing")
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        staging = self._staging_path(key)
+        final = self._object_path(key)
+        try:
+            handle: IO[bytes] = await anyio.to_thread.run_sync(open, staging, "xb")
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+        written = 0
+        try:
+            try:
+                async for chunk in chunks:
+                    await anyio.to_thread.run_sync(handle.write, chunk)
+                    written += len(chunk)
+                await anyio.to_thread.run_sync(_flush_and_sync, handle)
+            finally:
+                await anyio.to_thread.run_sync(handle.close)
+            await anyio.to_thread.run_sync(_publish, staging, final)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_unlink_quietly, staging)
+            if isinstance(exc, OSError):
+                raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+            raise
+        return written
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._object_path(key)
+        try:
+            handle: IO[bytes] = await anyio.to_thread.run_sync(open, path, "rb")
+        except FileNotFoundError:
+            raise StoredBytesMissing(f"no bytes for storage key {key}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+        try:
+            if start:
+                await anyio.to_thread.run_sync(handle.seek, start)
+            remaining = None if end is None else max(end - start, 0)
+            while remaining is None or remaining > 0:
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = await anyio.to_thread.run_sync(handle.read, size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
+
+    async def delete(self, key: str) -> None:
+        paths = (self._object_path(key), self._staging_path(key))
+        try:
+            await anyio.to_thread.run_sync(_unlink_all, paths)
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot delete ({exc.strerror})") from None
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        try:
+            keys = await anyio.to_thread.run_sync(self._scan)
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot list ({exc.strerror})") from None
+        for key in keys:
+            yield key
+
+    def _scan(self) -> list[str]:
+        found: set[str] = set()
+        for directory in [*self._objects.glob("??"), self._staging]:
+            with os.scandir(directory) as entries:
+                found.update(e.name for e in entries if len(e.name) == 32 and e.is_file())
+        return sorted(found)
+
+
+def _flush_and_sync(handle: IO[bytes]) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(staging: Path, final: Path) -> None:
+    final.parent.mkdir(exist_ok=True)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+
+
+def _unlink_quietly(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _unlink_all(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

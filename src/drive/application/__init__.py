@@ -1,0 +1,1 @@
+"""Use-cases. They depend on the domain's ports only."""

@@ -1,0 +1,1 @@
+"""The pure core: model, id rules, errors and ports. Imports no I/O library."""

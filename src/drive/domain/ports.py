@@ -1,0 +1,109 @@
+"""The two ports the core depends on. Adapters implement them; use-cases call them.
+
+Both are async and stream-shaped: bytes flow as async iterables of ``bytes`` chunks,
+so a multi-GiB blob never has to sit whole in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Collection
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+
+
+@runtime_checkable
+class BlobRepository(Protocol):
+    """Bytes, stored under service-made keys (32 lowercase hex characters).
+
+    Every failure of the backend itself (unreachable, timeout, refused) is raised as
+    ``StorageUnavailable``; a missing key on read as ``StoredBytesMissing``. Library
+    exceptions never escape an adapter.
+    """
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and check the backend is usable; raise ``StorageUnavailable`` if not."""
+
+    async def close(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    async def ping(self) -> None:
+        """Cheap reachability check for readiness probes."""
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        """Store every chunk under ``key`` and return the byte count.
+
+        All or nothing: the bytes become visible under ``key`` only once complete and
+        durable. If ``chunks`` raises (too large, bad digest, client gone) the same
+        exception propagates unchanged and whatever was staged is removed on a best
+        effort basis (recovery removes anything left).
+        """
+        ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the bytes of ``key`` from ``start`` up to ``end`` (exclusive; None = to the end)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove every byte stored for ``key``, staged or published. Missing is fine."""
+
+    def list_keys(self) -> AsyncIterator[str]:
+        """Yield each key that has any bytes stored, staged or published, once."""
+        ...
+
+
+@runtime_checkable
+class MetadataRepository(Protocol):
+    """Committed blob records and pending operations, in one durable store."""
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    async def ping(self) -> None:
+        """Cheap reachability check for readiness probes."""
+
+    async def get(self, blob_id: str) -> BlobRecord | None:
+        """The committed record of ``blob_id``, or None."""
+        ...
+
+    async def begin(self, op: PendingOp) -> None:
+        """Durably record a pending operation before any byte is written for it."""
+
+    async def renew(self, storage_key: str, lease_until: datetime) -> bool:
+        """Extend a pending operation's lease; False if it is gone (reclaimed by recovery)."""
+        ...
+
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        """In one transaction: end the STORE op of ``record.storage_key`` and insert ``record``.
+
+        If the id is already committed, nothing changes and the existing record is
+        returned with ``created=False`` (the caller removes its bytes, then calls
+        ``finish``). If the pending op is gone (its lease expired and recovery took it)
+        ``StorageUnavailable`` is raised and nothing is committed.
+        """
+        ...
+
+    async def finish(self, storage_key: str) -> None:
+        """Forget a pending operation whose bytes are gone or committed."""
+
+    async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
+        """In one transaction: delete the record of ``blob_id`` and begin a DELETE op for its bytes."""
+        ...
+
+    async def list(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
+        """Records whose id starts with ``prefix``, ids > ``after``, ascending byte order."""
+        ...
+
+    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
+        """Pending operations whose lease ended before ``now``."""
+        ...
+
+    async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
+        """The subset of ``keys`` that a record or a pending op of ``backend`` refers to."""
+        ...

@@ -1,0 +1,1 @@
+"""Ways into the core: the HTTP API and the command line."""

@@ -1,0 +1,51 @@
+"""Bearer tokens with a scope: ``read`` for GET/HEAD, ``read-write`` for everything."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from drive.domain.errors import DriveError
+from drive.settings import Scope
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class Unauthorized(DriveError):
+    code = "unauthorized"
+
+
+class Forbidden(DriveError):
+    code = "forbidden"
+
+
+class TokenChecker:
+    def __init__(self, tokens: Mapping[str, Scope]) -> None:
+        self._tokens = [(token.encode(), scope) for token, scope in tokens.items()]
+
+    def scope_of(self, header: str | None) -> Scope | None:
+        if not header:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            return None
+        presented = credentials.encode()
+        found: Scope | None = None
+        # Compare against every token, in constant time each, so timing reveals nothing.
+        for token, scope in self._tokens:
+            if hmac.compare_digest(presented, token):
+                found = scope
+        return found
+
+
+def bearer_guard(connection: ASGIConnection[object, object, object, object], _: BaseRouteHandler) -> None:
+    checker: TokenChecker = connection.app.state.tokens
+    scope = checker.scope_of(connection.headers.get("authorization"))
+    if scope is None:
+        raise Unauthorized("a valid bearer token is required")
+    if scope != "read-write" and connection.scope["method"] not in READ_METHODS:
+        raise Forbidden("the token does not allow this operation")

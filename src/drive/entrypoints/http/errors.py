@@ -1,0 +1,111 @@
+"""The contract's error body for every failure, whoever raised it."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+
+from drive.domain.errors import ConfigurationError, DriveError
+
+log = logging.getLogger("drive.http")
+
+STATUS_BY_CODE = {
+    "invalid_request": 400,
+    "invalid_id": 400,
+    "invalid_base64": 400,
+    "checksum_mismatch": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "range_not_satisfiable": 416,
+    "storage_unavailable": 503,
+    "internal": 500,
+}
+
+_CODE_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+    503: "storage_unavailable",
+}
+
+_MESSAGES = {
+    "invalid_request": "the request is malformed",
+    "unauthorized": "a valid bearer token is required",
+    "forbidden": "the token does not allow this operation",
+    "not_found": "no such resource",
+    "method_not_allowed": "method not allowed on this resource",
+    "payload_too_large": "the body is larger than the configured limit",
+    "storage_unavailable": "storage is unavailable; retry later",
+    "internal": "internal error",
+}
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        all_headers.setdefault("Retry-After", "1")
+    return Response(
+        content=msgspec.json.encode(ErrorBody(ErrorDetail(code, message))),
+        status_code=status,
+        media_type="application/json",
+        headers=all_headers,
+    )
+
+
+def _drive_error(request: Request[object, object, object], exc: DriveError) -> Response[bytes]:
+    if isinstance(exc, ConfigurationError):
+        log.error("configuration error: %s", exc.message)
+        return error_response(500, "internal", _MESSAGES["internal"])
+    status = STATUS_BY_CODE.get(exc.code, 500)
+    if status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+    headers = getattr(exc, "headers", None)
+    return error_response(status, exc.code, exc.message, headers)
+
+
+def _http_error(_request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    code = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
+    # Framework messages are safe but terse; validation details name the field at fault.
+    message = _MESSAGES.get(code, "request failed")
+    if status == 400 and exc.detail and exc.detail != "Bad Request":
+        message = str(exc.detail)
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers = {k: v for k, v in headers.items() if k.lower() == "allow"}
+    return error_response(status, code, message, headers)
+
+
+def _unexpected(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", _MESSAGES["internal"])
+
+
+exception_handlers: ExceptionHandlersMap = {
+    DriveError: _drive_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,31 @@
+"""Ids in URLs: taken from the raw path, percent-decoded once, never normalised."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, unquote_to_bytes
+
+from litestar import Request
+
+from drive.domain.errors import InvalidId
+
+BLOBS_PREFIX = "/v1/blobs/"
+
+
+def id_from_request(request: Request[object, object, object]) -> str:
+    """The id exactly as sent: ``a/b`` and ``a%2Fb`` name the same blob, ``..`` is just a name."""
+    raw = request.scope.get("raw_path")
+    path = raw if isinstance(raw, bytes) else request.scope["path"].encode()
+    prefix = BLOBS_PREFIX.encode()
+    if not path.startswith(prefix):
+        raise InvalidId("id must follow /v1/blobs/")
+    try:
+        return unquote_to_bytes(path[len(prefix) :]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidId("id must be valid UTF-8") from None
+
+
+def blob_location(blob_id: str) -> str:
+    encoded = quote(blob_id, safe="")
+    if encoded in (".", ".."):  # dot segments would be collapsed by clients
+        encoded = encoded.replace(".", "%2E")
+    return BLOBS_PREFIX + encoded
