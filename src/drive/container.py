@@ -77,7 +77,7 @@ class Container(containers.DeclarativeContainer):
 
     metadata = providers.Singleton(SqlMetadataRepository, url=settings.provided.database_url)
 
-    blob_repositories = providers.Aggregate(
+    blob_repositories: providers.Aggregate[BlobRepository] = providers.Aggregate(
         fs=providers.Singleton(FilesystemBlobRepository, base_path=settings.provided.fs_base_path),
         db=providers.Singleton(_db_backend, settings),
         s3=providers.Singleton(_s3_backend, settings),

@@ -68,7 +68,7 @@ class Settings:
         tokens = _tokens(env)
         storage = env.choice("STORAGE", BACKEND_NAMES, "fs")
         s3 = ftp = None
-        if storage == "s3" or env.get("S3_BUCKET") or "s3" in env.list("DRIVE_BACKENDS"):
+        if storage == "s3" or env.get("S3_BUCKET") or "s3" in env.items("DRIVE_BACKENDS"):
             s3 = S3Settings(
                 bucket=env.required("S3_BUCKET", "STORAGE=s3"),
                 region=env.get("S3_REGION") or "us-east-1",
@@ -76,26 +76,26 @@ class Settings:
                 access_key=env.get("S3_ACCESS_KEY") or None,
                 secret_key=env.get("S3_SECRET_KEY") or None,
                 session_token=env.get("S3_SESSION_TOKEN") or None,
-                force_path_style=env.bool("S3_FORCE_PATH_STYLE", False),
+                force_path_style=env.flag("S3_FORCE_PATH_STYLE", False),
                 prefix=env.get("S3_PREFIX") or "",
                 timeout=env.number("S3_TIMEOUT", 30.0),
             )
             if bool(s3.access_key) != bool(s3.secret_key):
                 raise ConfigurationError("S3_ACCESS_KEY and S3_SECRET_KEY must be set together")
-        if storage == "ftp" or env.get("FTP_HOST") or "ftp" in env.list("DRIVE_BACKENDS"):
+        if storage == "ftp" or env.get("FTP_HOST") or "ftp" in env.items("DRIVE_BACKENDS"):
             ftp = FtpSettings(
                 host=env.required("FTP_HOST", "STORAGE=ftp"),
                 port=int(env.number("FTP_PORT", 21, integer=True)),
                 user=env.get("FTP_USER") or "anonymous",
                 password=env.get("FTP_PASSWORD") or "",
-                tls=env.bool("FTP_TLS", False),
+                tls=env.flag("FTP_TLS", False),
                 base_dir=env.get("FTP_BASE_DIR") or "/",
                 timeout=env.number("FTP_TIMEOUT", 30.0),
                 ca_file=env.get("FTP_CA_FILE") or None,
-                verify=env.bool("FTP_TLS_VERIFY", True),
+                verify=env.flag("FTP_TLS_VERIFY", True),
                 pool_size=int(env.number("FTP_POOL_SIZE", 4, integer=True)),
             )
-        backends = {storage, *env.list("DRIVE_BACKENDS")}
+        backends = {storage, *env.items("DRIVE_BACKENDS")}
         for name in backends:
             if name not in BACKEND_NAMES:
                 raise ConfigurationError(f"DRIVE_BACKENDS lists an unknown backend (known: {', '.join(BACKEND_NAMES)})")
@@ -127,7 +127,7 @@ class Settings:
 
 def _tokens(env: _Env) -> dict[str, Scope]:
     tokens: dict[str, Scope] = {}
-    for entry in env.list("AUTH_TOKENS"):
+    for entry in env.items("AUTH_TOKENS"):
         scope, sep, token = entry.partition(":")
         if not sep or not token or scope not in ("read", "read-write"):
             raise ConfigurationError("AUTH_TOKENS entries must look like read:<token> or read-write:<token>")
@@ -154,7 +154,7 @@ class _Env:
             raise ConfigurationError(f"{name} is required when {because} (or when the backend is enabled)")
         return value
 
-    def list(self, name: str) -> list[str]:
+    def items(self, name: str) -> list[str]:
         return [part.strip() for part in (self.get(name) or "").split(",") if part.strip()]
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -163,7 +163,7 @@ class _Env:
             raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.get(name)
         if value is None:
             return default

@@ -110,7 +110,7 @@ class InMemoryMetadataRepository:
             )
         return record
 
-    async def list(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
+    async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
         self._check()
         ids = sorted(self.records, key=lambda i: i.encode())
         start = 0 if after is None else bisect.bisect_right([i.encode() for i in ids], after.encode())

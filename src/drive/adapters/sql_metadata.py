@@ -119,9 +119,7 @@ class SqlMetadataRepository:
             except SQLAlchemyError as exc:
                 raise StorageUnavailable(f"metadata store failed ({type(exc).__name__})") from None
             except OSError as exc:
-                raise StorageUnavailable(
-                    f"metadata store unreachable ({exc.strerror or type(exc).__name__})"
-                ) from None
+                raise StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})") from None
 
     async def open(self) -> None:
         try:
@@ -131,9 +129,7 @@ class SqlMetadataRepository:
                 if version is None:
                     await conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
                 elif version > SCHEMA_VERSION:
-                    raise StorageUnavailable(
-                        f"{self._setting} holds schema version {version}, newer than this release"
-                    )
+                    raise StorageUnavailable(f"{self._setting} holds schema version {version}, newer than this release")
         except StorageUnavailable as exc:
             raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
 
@@ -218,7 +214,7 @@ class SqlMetadataRepository:
             )
         return record
 
-    async def list(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
+    async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
         query = select(blobs).order_by(blobs.c.id).limit(limit)
         if prefix:
             # Range start uses the index; the exact prefix test is case- and wildcard-safe.

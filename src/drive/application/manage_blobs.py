@@ -66,7 +66,7 @@ class ListBlobs:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         after = decode_cursor(cursor) if cursor else None
-        items = await self._metadata.list(prefix, after, limit + 1)
+        items = await self._metadata.page(prefix, after, limit + 1)
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].id) if more else None)

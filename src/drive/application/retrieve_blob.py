@@ -59,7 +59,13 @@ class RetrieveBlob:
         if size != record.size or digest.hexdigest() != record.sha256:
             log.error(
                 "CORRUPT BLOB: id=%r backend=%s key=%s stored size=%d sha256=%s, expected size=%d sha256=%s",
-                record.id, record.backend, record.storage_key, size, digest.hexdigest(), record.size, record.sha256,
+                record.id,
+                record.backend,
+                record.storage_key,
+                size,
+                digest.hexdigest(),
+                record.size,
+                record.sha256,
             )
             raise CorruptBlob("stored bytes do not match their checksum")
         if held is not None:

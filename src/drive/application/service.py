@@ -13,7 +13,7 @@ from drive.application.store_blob import StoreBlob
 from drive.domain.backends import Backends
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import utc_now
-from drive.domain.ports import MetadataRepository
+from drive.domain.ports import BlobRepository, MetadataRepository
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class DriveService:
         self.delete = DeleteBlob(metadata, backends, lease, clock)
         self.list = ListBlobs(metadata)
         self.recover = Recover(metadata, backends, clock)
-        self._opened: list[object] = []
+        self._opened: list[MetadataRepository | BlobRepository] = []
 
     async def open(self) -> None:
         """Open the metadata store and every backend; the first failure stops start-up."""
@@ -46,7 +46,7 @@ class DriveService:
     async def close(self) -> None:
         for port in reversed(self._opened):
             try:
-                await port.close()  # type: ignore[attr-defined]
+                await port.close()
             except Exception:
                 log.warning("error while closing %s", type(port).__name__, exc_info=True)
         self._opened.clear()
@@ -54,7 +54,9 @@ class DriveService:
     async def readiness(self) -> dict[str, str]:
         """``ok`` or ``unavailable`` for the metadata store and each backend."""
         checks: dict[str, str] = {}
-        for name, port in [("metadata", self.metadata), *((b.name, b) for b in self.backends)]:
+        ports: list[tuple[str, MetadataRepository | BlobRepository]] = [("metadata", self.metadata)]
+        ports += [(b.name, b) for b in self.backends]
+        for name, port in ports:
             try:
                 await port.ping()
                 checks[name] = "ok"

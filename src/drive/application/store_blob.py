@@ -114,9 +114,7 @@ def _replay(existing: BlobRecord, digest: Digesting) -> CommitOutcome:
 class _LeaseRenewal:
     """Keeps a long upload's pending op alive so recovery never reclaims it mid-flight."""
 
-    def __init__(
-        self, metadata: MetadataRepository, key: str, lease: timedelta, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, metadata: MetadataRepository, key: str, lease: timedelta, clock: Callable[[], datetime]) -> None:
         self._metadata = metadata
         self._key = key
         self._lease = lease

@@ -96,7 +96,7 @@ class MetadataRepository(Protocol):
         """In one transaction: delete the record of ``blob_id`` and begin a DELETE op for its bytes."""
         ...
 
-    async def list(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
+    async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
         """Records whose id starts with ``prefix``, ids > ``after``, ascending byte order."""
         ...
 

@@ -7,7 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from drive.domain.errors import ConfigurationError
+import anyio
+
+from drive.container import Container
+from drive.domain.errors import ConfigurationError, DriveError
 from drive.settings import Settings
 
 
@@ -16,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()  # fail here, in one line, before any worker starts
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    anyio.run(_preflight)
     uvicorn.run(
         "drive.entrypoints.http.asgi:create_app",
         factory=True,
@@ -28,6 +32,17 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+async def _preflight() -> None:
+    """Open the metadata store and every backend once, so a bad setting stops start-up in one line."""
+    service = Container().service()
+    try:
+        await service.open()
+    except DriveError as exc:
+        raise ConfigurationError(exc.message) from None
+    finally:
+        await service.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from drive.domain.errors import DriveError
+from drive.entrypoints.http.types import AnyConnection
 from drive.settings import Scope
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -42,10 +42,11 @@ class TokenChecker:
         return found
 
 
-def bearer_guard(connection: ASGIConnection[object, object, object, object], _: BaseRouteHandler) -> None:
+def bearer_guard(connection: AnyConnection, _: BaseRouteHandler) -> None:
     checker: TokenChecker = connection.app.state.tokens
     scope = checker.scope_of(connection.headers.get("authorization"))
     if scope is None:
         raise Unauthorized("a valid bearer token is required")
-    if scope != "read-write" and connection.scope["method"] not in READ_METHODS:
+    method = connection.scope.get("method")
+    if scope != "read-write" and method not in READ_METHODS:
         raise Forbidden("the token does not allow this operation")

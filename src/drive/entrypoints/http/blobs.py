@@ -7,7 +7,7 @@ import math
 from email.utils import format_datetime
 
 import msgspec
-from litestar import Request, Response, delete, get, head, post, put
+from litestar import Response, delete, get, head, post, put
 from litestar.response import Stream
 
 from drive.application.service import DriveService
@@ -27,8 +27,8 @@ from drive.entrypoints.http.schemas import (
     stored_blob,
     timestamp,
 )
+from drive.entrypoints.http.types import AnyRequest
 
-AnyRequest = Request[object, object, object]
 OCTET_STREAM = "application/octet-stream"
 JSON = "application/json"
 _store_request = msgspec.json.Decoder(StoreRequest)

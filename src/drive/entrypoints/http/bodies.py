@@ -7,14 +7,13 @@ import binascii
 import re
 from collections.abc import AsyncIterator
 
-from litestar import Request
-
 from drive.domain.errors import InvalidRequest, PayloadTooLarge
+from drive.entrypoints.http.types import AnyRequest
 
 _SHA256_DIGEST = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:,|$)", re.IGNORECASE)
 
 
-def check_declared_length(request: Request[object, object, object], limit: int) -> None:
+def check_declared_length(request: AnyRequest, limit: int) -> None:
     """Refuse at once when ``Content-Length`` already says the body is too large."""
     declared = request.headers.get("content-length")
     if declared is None:
@@ -25,14 +24,14 @@ def check_declared_length(request: Request[object, object, object], limit: int) 
         raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes")
 
 
-async def body_stream(request: Request[object, object, object]) -> AsyncIterator[bytes]:
+async def body_stream(request: AnyRequest) -> AsyncIterator[bytes]:
     """The raw body as chunks, as the server receives them."""
     async for chunk in request.stream():
         if chunk:
             yield chunk
 
 
-async def read_body(request: Request[object, object, object], limit: int) -> bytes:
+async def read_body(request: AnyRequest, limit: int) -> bytes:
     check_declared_length(request, limit)
     parts: list[bytes] = []
     size = 0
@@ -44,7 +43,7 @@ async def read_body(request: Request[object, object, object], limit: int) -> byt
     return b"".join(parts)
 
 
-def expected_sha256(request: Request[object, object, object]) -> str | None:
+def expected_sha256(request: AnyRequest) -> str | None:
     """The hex SHA-256 from an RFC 9530 ``Content-Digest`` header, if it carries one."""
     header = request.headers.get("content-digest")
     if header is None:

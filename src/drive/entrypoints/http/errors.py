@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 import msgspec
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
 from drive.domain.errors import ConfigurationError, DriveError
+from drive.entrypoints.http.types import AnyRequest
 
 log = logging.getLogger("drive.http")
 
@@ -75,7 +76,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     )
 
 
-def _drive_error(request: Request[object, object, object], exc: DriveError) -> Response[bytes]:
+def _drive_error(request: AnyRequest, exc: DriveError) -> Response[bytes]:
     if isinstance(exc, ConfigurationError):
         log.error("configuration error: %s", exc.message)
         return error_response(500, "internal", _MESSAGES["internal"])
@@ -86,7 +87,7 @@ def _drive_error(request: Request[object, object, object], exc: DriveError) -> R
     return error_response(status, exc.code, exc.message, headers)
 
 
-def _http_error(_request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+def _http_error(_request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     code = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
     # Framework messages are safe but terse; validation details name the field at fault.
@@ -99,7 +100,7 @@ def _http_error(_request: Request[object, object, object], exc: HTTPException) -
     return error_response(status, code, message, headers)
 
 
-def _unexpected(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", _MESSAGES["internal"])
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote_to_bytes
 
-from litestar import Request
-
 from drive.domain.errors import InvalidId
+from drive.entrypoints.http.types import AnyRequest
 
 BLOBS_PREFIX = "/v1/blobs/"
 
 
-def id_from_request(request: Request[object, object, object]) -> str:
+def id_from_request(request: AnyRequest) -> str:
     """The id exactly as sent: ``a/b`` and ``a%2Fb`` name the same blob, ``..`` is just a name."""
     raw = request.scope.get("raw_path")
     path = raw if isinstance(raw, bytes) else request.scope["path"].encode()

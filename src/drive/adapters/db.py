@@ -1,0 +1,312 @@
+"""Database BlobRepository on async SQLAlchemy: the same code for SQLite and PostgreSQL.
+
+Tables (separate from the metadata tables, so both may share one database or not):
+
+* ``drive_blob_objects``: one row per storage key with its size, the chunk size it was
+  written with and a ``published`` flag. Only published objects are readable.
+* ``drive_blob_chunks``: the bytes, as ``(storage_key, seq)`` rows of ``chunk_size``
+  bytes each (the last one shorter), so no blob is ever one giant value in memory or
+  on the wire, and a ranged read fetches only the rows it overlaps.
+
+A write stages the object row, commits each chunk in its own short transaction (no
+transaction or SQLite write lock is held while waiting on the client), then flips
+``published``. A chunk is only inserted while its staged object row exists (locked
+``FOR SHARE`` on PostgreSQL), so a concurrent ``delete`` can never leave orphan chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
+import anyio
+import asyncpg
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    delete,
+    exists,
+    false,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from drive.adapters.keys import checked_key
+from drive.adapters.sql_engine import async_url, create_engine, is_sqlite
+from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+# A read fetches at most this many bytes (and _READ_MAX_ROWS rows) per query.
+_READ_BATCH_BYTES = 4 * 1024 * 1024
+_READ_MAX_ROWS = 64
+_LIST_PAGE = 1000
+# Cleanup after a failed write is best effort (recovery removes leftovers), so it may
+# not hold up the caller for long, even while shielded from cancellation.
+_CLEANUP_TIMEOUT = 15.0
+
+# Everything the driver stack may raise for a backend failure. SQLAlchemy wraps most of
+# it, but errors while connecting (refused, timeout, unknown database) can surface raw.
+_BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,  # includes ConnectionError and TimeoutError
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+blob_schema = MetaData()
+
+blob_objects = Table(
+    "drive_blob_objects",
+    blob_schema,
+    Column("storage_key", String(32), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("chunk_size", Integer, nullable=False),  # per object, so the setting may change later
+    Column("published", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # unix seconds, UTC
+)
+
+blob_chunks = Table(
+    "drive_blob_chunks",
+    blob_schema,
+    Column("storage_key", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # BYTEA on PostgreSQL, BLOB on SQLite
+    PrimaryKeyConstraint("storage_key", "seq"),
+)
+
+
+class DatabaseBlobRepository:
+    def __init__(
+        self,
+        url: str,
+        *,
+        setting: str = "DATABASE_URL",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        name: str = "db",
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.name = name
+        self.chunk_size = chunk_size
+        self._url = url
+        self._setting = setting
+        # Validate now (ConfigurationError naming the setting); connect only in open().
+        self._sqlite = is_sqlite(async_url(url, setting))
+        self._engine: AsyncEngine | None = None
+        # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
+        self._write_lock = asyncio.Lock() if self._sqlite else None
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _require_engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StorageUnavailable("database backend is not open")
+        return self._engine
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, action: str, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (in a transaction when ``write``); backend failures become StorageUnavailable.
+
+        Messages carry only the exception type: driver messages may hold SQL, host or URL.
+        """
+        engine = self._require_engine()
+        lock = self._write_lock if write and self._write_lock is not None else contextlib.nullcontext()
+        async with lock:
+            try:
+                async with engine.begin() if write else engine.connect() as conn:
+                    yield conn
+            except _BACKEND_ERRORS as exc:
+                raise StorageUnavailable(f"database backend cannot {action} ({type(exc).__name__})") from None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._engine is None:
+            try:
+                self._engine = create_engine(self._url, self._setting)
+            except OSError as exc:  # e.g. the SQLite file's directory cannot be made
+                raise StorageUnavailable(f"{self._setting}: database cannot be opened ({type(exc).__name__})") from None
+        try:
+            async with self._connect("start", write=True) as conn:
+                await conn.run_sync(blob_schema.create_all)
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            # dispose() keeps the engine usable, so open() after close() works again.
+            with contextlib.suppress(*_BACKEND_ERRORS):
+                await self._engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._connect("be reached") as conn:
+            await conn.execute(select(1))
+
+    # -- write ------------------------------------------------------------------------
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        key = checked_key(key)
+        await self._stage(key)
+        size = self.chunk_size
+        written = 0
+        seq = 0
+        buffer = bytearray()
+        try:
+            async for piece in chunks:
+                written += len(piece)
+                buffer += piece
+                # Re-slice to fixed-size rows; memory stays about one chunk plus one piece.
+                while len(buffer) >= size:
+                    with memoryview(buffer) as view:
+                        row = bytes(view[:size])
+                    del buffer[:size]
+                    await self._put_chunk(key, seq, row)
+                    seq += 1
+            if buffer:
+                await self._put_chunk(key, seq, bytes(buffer))
+                buffer.clear()
+            await self._publish(key, written)
+        except BaseException:
+            with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True), contextlib.suppress(StorageUnavailable):
+                await self.delete(key)
+            raise
+        return written
+
+    async def _stage(self, key: str) -> None:
+        async with self._connect("write", write=True) as conn:
+            try:
+                await conn.execute(
+                    insert(blob_objects).values(
+                        storage_key=key,
+                        size=0,
+                        chunk_size=self.chunk_size,
+                        published=False,
+                        created_at=int(time.time()),
+                    )
+                )
+            except IntegrityError:
+                # Not ours to clean up: someone else's bytes live under this key.
+                raise StorageUnavailable(f"storage key {key} is already in use") from None
+
+    async def _put_chunk(self, key: str, seq: int, data: bytes) -> None:
+        # One statement: insert only while the staged object row exists. FOR SHARE makes a
+        # concurrent delete wait for this insert (or this insert see the delete) on
+        # PostgreSQL; SQLite serialises writers anyway and ignores it.
+        staged = (
+            select(blob_objects.c.storage_key)
+            .where(blob_objects.c.storage_key == key, blob_objects.c.published == false())
+            .with_for_update(read=True)
+        )
+        row = select(
+            literal(key, String(32)),
+            literal(seq, BigInteger),
+            literal(data, LargeBinary),
+        ).where(exists(staged))
+        async with self._connect("write", write=True) as conn:
+            result = await conn.execute(insert(blob_chunks).from_select(["storage_key", "seq", "data"], row))
+            if result.rowcount != 1:
+                raise StorageUnavailable(f"write to storage key {key} was aborted: its staged bytes were removed")
+
+    async def _publish(self, key: str, size: int) -> None:
+        async with self._connect("write", write=True) as conn:
+            result = await conn.execute(
+                update(blob_objects)
+                .where(blob_objects.c.storage_key == key, blob_objects.c.published == false())
+                .values(published=True, size=size)
+            )
+            if result.rowcount != 1:
+                raise StorageUnavailable(f"write to storage key {key} was aborted: its staged bytes were removed")
+
+    # -- read -------------------------------------------------------------------------
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        key = checked_key(key)
+        async with self._connect("read") as conn:
+            head = (
+                await conn.execute(
+                    select(blob_objects.c.size, blob_objects.c.chunk_size).where(
+                        blob_objects.c.storage_key == key, blob_objects.c.published == true()
+                    )
+                )
+            ).first()
+        if head is None:
+            raise StoredBytesMissing(f"no bytes for storage key {key}")
+        size: int = head.size
+        chunk: int = head.chunk_size
+        start = max(start, 0)
+        stop = size if end is None else min(end, size)
+        if start >= stop:
+            return
+        seq = start // chunk
+        last = (stop - 1) // chunk
+        batch = max(1, min(_READ_MAX_ROWS, _READ_BATCH_BYTES // chunk))
+        while seq <= last:
+            upto = min(last, seq + batch - 1)
+            # A fresh connection per batch: none is held while the consumer is slow.
+            async with self._connect("read") as conn:
+                rows = (
+                    await conn.execute(
+                        select(blob_chunks.c.seq, blob_chunks.c.data)
+                        .where(
+                            blob_chunks.c.storage_key == key,
+                            blob_chunks.c.seq >= seq,
+                            blob_chunks.c.seq <= upto,
+                        )
+                        .order_by(blob_chunks.c.seq)
+                    )
+                ).all()
+            if len(rows) != upto - seq + 1:
+                raise StoredBytesMissing(f"bytes of storage key {key} are incomplete or were deleted while reading")
+            for row in rows:
+                offset = row.seq * chunk
+                data: bytes = row.data
+                if len(data) != min(chunk, size - offset):
+                    raise CorruptBlob(f"stored bytes of storage key {key} have the wrong length")
+                lo = max(start - offset, 0)
+                hi = min(stop - offset, len(data))
+                yield data if lo == 0 and hi == len(data) else data[lo:hi]
+            seq = upto + 1
+
+    # -- delete / list ----------------------------------------------------------------
+
+    async def delete(self, key: str) -> None:
+        key = checked_key(key)
+        async with self._connect("delete", write=True) as conn:
+            # Object row first: on PostgreSQL it waits for any in-flight chunk insert
+            # holding it FOR SHARE, so the chunk delete that follows sees those chunks.
+            await conn.execute(delete(blob_objects).where(blob_objects.c.storage_key == key))
+            await conn.execute(delete(blob_chunks).where(blob_chunks.c.storage_key == key))
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        after: str | None = None
+        while True:
+            query = select(blob_objects.c.storage_key).order_by(blob_objects.c.storage_key).limit(_LIST_PAGE)
+            if after is not None:
+                query = query.where(blob_objects.c.storage_key > after)
+            async with self._connect("list") as conn:
+                keys: list[str] = list((await conn.execute(query)).scalars())
+            for key in keys:
+                yield key
+            if len(keys) < _LIST_PAGE:
+                return
+            after = keys[-1]
+
+
+__all__ = ["DatabaseBlobRepository", "blob_chunks", "blob_objects", "blob_schema"]

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.live import LiveServer, base_env
+from tests.integration.servers.postgres import postgres_url, postgres_url_factory
+
+__all__ = ["postgres_url", "postgres_url_factory"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def metadata_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres_url_factory: Callable[[], str]
+) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('meta') / 'metadata.db'}"
+    return postgres_url_factory()
+
+
+@pytest.fixture(scope="module")
+def fs_server(tmp_path_factory: pytest.TempPathFactory, metadata_url: str) -> Iterator[LiveServer]:
+    """The embedded default backend (fs) with SQLite or PostgreSQL metadata, over real HTTP."""
+    root: Path = tmp_path_factory.mktemp("drive")
+    server = LiveServer(base_env(root, DATABASE_URL=metadata_url)).start()
+    server.root = root  # type: ignore[attr-defined]
+    yield server
+    server.stop()

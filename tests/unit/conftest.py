@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
+from drive.application.service import DriveService
+from drive.domain.backends import Backends
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def metadata() -> InMemoryMetadataRepository:
+    return InMemoryMetadataRepository()
+
+
+@pytest.fixture
+def blobs() -> InMemoryBlobRepository:
+    return InMemoryBlobRepository("memory")
+
+
+@pytest.fixture
+def service(metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository) -> DriveService:
+    return DriveService(metadata, Backends({"memory": blobs}, default="memory"))

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
+from drive.application.service import DriveService
+from drive.application.streams import single_chunk
+from drive.domain.backends import Backends
+from drive.domain.errors import BlobNotFound, InvalidRequest
+from drive.domain.model import PendingKind, PendingOp, utc_now
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_delete_then_store_again(service: DriveService, blobs: InMemoryBlobRepository) -> None:
+    await service.store("k", single_chunk(b"one"))
+    await service.delete("k")
+    assert not blobs.objects
+    with pytest.raises(BlobNotFound):
+        await service.retrieve.stat("k")
+    with pytest.raises(BlobNotFound):
+        await service.delete("k")
+    assert (await service.store("k", single_chunk(b"two"))).created
+
+
+async def test_list_pages_in_byte_order_without_repeats(service: DriveService) -> None:
+    ids = ["b", "a", "a/b", "ab", "é", "Z", "a0", "a/"]
+    for blob_id in ids:
+        await service.store(blob_id, single_chunk(blob_id.encode()))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await service.list("", 3, cursor)
+        seen += [r.id for r in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(ids, key=lambda i: i.encode())
+    assert [r.id for r in (await service.list("a", 100)).items] == ["a", "a/", "a/b", "a0", "ab"]
+    with pytest.raises(InvalidRequest):
+        await service.list("", 0)
+    with pytest.raises(InvalidRequest):
+        await service.list("", 10, "!!not-a-cursor")
+
+
+async def test_recovery_undoes_expired_ops_and_orphans_only(
+    metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
+) -> None:
+    now = utc_now()
+    service = DriveService(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now)
+    kept = (await service.store("kept", single_chunk(b"keep"))).record
+    # An upload whose process died: intent expired, bytes half there.
+    metadata.pending["a" * 32] = PendingOp("a" * 32, "memory", "dead", PendingKind.STORE, now - timedelta(seconds=1))
+    blobs.staged["a" * 32] = bytearray(b"half")
+    # An upload still in flight elsewhere: must not be touched.
+    metadata.pending["b" * 32] = PendingOp("b" * 32, "memory", "live", PendingKind.STORE, now + timedelta(seconds=30))
+    blobs.staged["b" * 32] = bytearray(b"in flight")
+    # Bytes nobody knows about.
+    blobs.objects["c" * 32] = b"orphan"
+
+    report = await service.recover()
+    assert report.interrupted_removed == 1
+    assert report.orphans_removed == 1
+    assert set(blobs.objects) == {kept.storage_key}
+    assert set(blobs.staged) == {"b" * 32}
+    assert set(metadata.pending) == {"b" * 32}
+    assert await service.retrieve.read_all(kept) == b"keep"
