@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from dataclasses import replace
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from datetime import datetime
 
@@ -96,6 +97,19 @@ class InMemoryMetadataRepository:
         del self.pending[record.storage_key]
         self.records[record.id] = record
         return CommitOutcome(record, created=True)
+
+    async def relocate(self, record: BlobRecord, backend: str, storage_key: str, lease_until: datetime) -> bool:
+        self._check()
+        if self.records.get(record.id) != record:
+            return False
+        if storage_key not in self.pending:
+            raise StorageUnavailable("copy lease was lost; retry")
+        del self.pending[storage_key]
+        self.records[record.id] = replace(record, backend=backend, storage_key=storage_key)
+        self.pending[record.storage_key] = PendingOp(
+            record.storage_key, record.backend, record.id, PendingKind.DELETE, lease_until
+        )
+        return True
 
     async def finish(self, storage_key: str) -> None:
         self._check()

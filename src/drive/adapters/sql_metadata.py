@@ -188,6 +188,29 @@ class SqlMetadataRepository:
             return CommitOutcome(existing, created=False)
         return CommitOutcome(record, created=True)
 
+    async def relocate(self, record: BlobRecord, backend: str, storage_key: str, lease_until: datetime) -> bool:
+        async with self._write() as conn:
+            moved = await conn.execute(
+                update(blobs)
+                .where(and_(blobs.c.id == record.id, blobs.c.storage_key == record.storage_key))
+                .values(backend=backend, storage_key=storage_key)
+            )
+            if moved.rowcount != 1:
+                return False
+            gone = await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))
+            if gone.rowcount != 1:
+                raise StorageUnavailable("copy lease was lost; retry")  # rolls the update back
+            await conn.execute(
+                insert(pending).values(
+                    storage_key=record.storage_key,
+                    backend=record.backend,
+                    blob_id=record.id,
+                    kind=PendingKind.DELETE.value,
+                    lease_until=_millis(lease_until),
+                )
+            )
+        return True
+
     async def finish(self, storage_key: str) -> None:
         async with self._write() as conn:
             await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))

@@ -89,6 +89,15 @@ class MetadataRepository(Protocol):
         """
         ...
 
+    async def relocate(self, record: BlobRecord, backend: str, storage_key: str, lease_until: datetime) -> bool:
+        """In one transaction: point ``record.id`` at bytes copied to ``backend``/``storage_key``.
+
+        The STORE op of the new key ends and a DELETE op for the old key begins. Returns
+        False (changing nothing) if the record no longer matches ``record`` (deleted or
+        replaced meanwhile). Raises ``StorageUnavailable`` if the new key's op is gone.
+        """
+        ...
+
     async def finish(self, storage_key: str) -> None:
         """Forget a pending operation whose bytes are gone or committed."""
 
