@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.backends import backend
 from tests.integration.live import LiveServer, base_env
+from tests.integration.servers.ftp import ftp_server, ftps_server
 from tests.integration.servers.postgres import postgres_url, postgres_url_factory
+from tests.integration.servers.s3 import moto_server
 
-__all__ = ["postgres_url", "postgres_url_factory"]
+__all__ = ["backend", "ftp_server", "ftps_server", "moto_server", "postgres_url", "postgres_url_factory"]
 
 
 @pytest.fixture

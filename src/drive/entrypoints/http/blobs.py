@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import AsyncIterator
 from email.utils import format_datetime
+from typing import cast
 
 import msgspec
 from litestar import Response, delete, get, head, post, put
@@ -119,13 +121,31 @@ async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
         return Response(b"", status_code=304, headers=headers)
     window = parse_range(request.headers.get("range"), record.size)
     if window is None:
-        return Stream(service.retrieve.stream(record), media_type=OCTET_STREAM, headers=headers)
+        return Stream(await _primed(service.retrieve.stream(record)), media_type=OCTET_STREAM, headers=headers)
     start, end = window
     headers["Content-Length"] = str(end - start)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{record.size}"
-    return Stream(
-        service.retrieve.stream_range(record, start, end), status_code=206, media_type=OCTET_STREAM, headers=headers
-    )
+    chunks = await _primed(service.retrieve.stream_range(record, start, end))
+    return Stream(chunks, status_code=206, media_type=OCTET_STREAM, headers=headers)
+
+
+async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull the first chunk before the status line goes out, so an unreachable backend is a 503.
+
+    A failure after that can only abort the response (the client sees a short body).
+    """
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
 
 
 @head("/v1/blobs/{blob_path:path}")
@@ -134,8 +154,13 @@ async def retrieve_head(request: AnyRequest) -> Response[None]:
     headers = _raw_headers(record)
     if _not_modified(request, record):
         del headers["Content-Length"]
-        return Response(None, status_code=304, headers=headers)
-    return Response(None, media_type=OCTET_STREAM, headers=headers)
+        return _headers_only(304, headers)
+    return _headers_only(200, headers)
+
+
+def _headers_only(status: int, headers: dict[str, str]) -> Response[None]:
+    # Litestar insists HEAD handlers are annotated bodiless; b"" keeps our Content-Length.
+    return cast("Response[None]", Response(b"", status_code=status, media_type=OCTET_STREAM, headers=headers))
 
 
 @delete("/v1/blobs/{blob_path:path}", status_code=204)

@@ -101,6 +101,15 @@ def _http_error(_request: AnyRequest, exc: HTTPException) -> Response[bytes]:
 
 
 def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    if isinstance(exc, ExceptionGroup):
+        # A task group in an adapter may wrap our own error; answer as that error would.
+        drive_errors, _rest = exc.split(DriveError)
+        if drive_errors is not None and _rest is None:
+            leaf: BaseException = drive_errors
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            if isinstance(leaf, DriveError):
+                return _drive_error(request, leaf)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", _MESSAGES["internal"])
 

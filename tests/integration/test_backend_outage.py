@@ -1,0 +1,90 @@
+"""A backend that goes away answers 503 within its timeout; when it returns, so does service."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.backends import BackendUnderTest, make_backend
+from tests.integration.live import AUTH, LiveServer
+
+
+@pytest.fixture(params=["s3-path", "ftp", "ftps"])
+def outage_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendUnderTest]:
+    backend = make_backend(request, request.param, tmp_path)
+    yield backend
+    backend.restart_server()  # the servers are shared by the session
+
+
+def test_outage_gives_503_and_recovery_gives_200(outage_backend: BackendUnderTest) -> None:
+    live = LiveServer(outage_backend.env).start()
+    try:
+        with live.client(headers=AUTH, timeout=30) as client:
+            data = base64.b64encode(os.urandom(5000)).decode()
+            assert client.post("/v1/blobs", json={"id": "before", "data": data}).status_code == 201
+
+            outage_backend.outage.stop()
+            for call in (
+                lambda: client.get("/v1/blobs/before"),
+                lambda: client.post("/v1/blobs", json={"id": "during", "data": data}),
+                lambda: client.put("/v1/blobs/during-raw", content=b"x" * 1000),
+                lambda: client.get("/v1/blobs/before", headers={"Accept": "application/octet-stream"}),
+            ):
+                started = time.monotonic()
+                response = call()
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "storage_unavailable"
+                assert time.monotonic() - started < 15  # bounded by the backend's 5 s timeout
+            assert client.get("/readyz").status_code == 503
+
+            outage_backend.restart_server()
+            deadline = time.monotonic() + 20
+            while (fetched := client.get("/v1/blobs/before")).status_code != 200:
+                assert time.monotonic() < deadline, fetched.text
+                time.sleep(0.2)
+            assert fetched.json()["data"] == data
+            assert client.get("/v1/blobs/during").status_code == 404
+            assert client.post("/v1/blobs", json={"id": "after", "data": data}).status_code == 201
+            assert client.get("/v1/blobs/after").json()["data"] == data
+    finally:
+        live.stop()
+
+
+def test_switching_storage_keeps_older_blobs_readable(tmp_path: Path) -> None:
+    env = {
+        "AUTH_BEARER_TOKEN": AUTH["Authorization"].removeprefix("Bearer "),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'metadata.db'}",
+        "FS_BASE_PATH": str(tmp_path / "blobs"),
+    }
+    first = LiveServer({**env, "STORAGE": "fs"}).start()
+    try:
+        with first.client(headers=AUTH) as client:
+            assert client.put("/v1/blobs/older", content=b"stored on fs").status_code == 201
+    finally:
+        first.stop()
+
+    second = LiveServer({**env, "STORAGE": "db"}).start()  # FS_BASE_PATH still set: fs stays configured
+    try:
+        with second.client(headers=AUTH) as client:
+            assert client.put("/v1/blobs/newer", content=b"stored in db").status_code == 201
+            assert client.get("/v1/blobs/older", headers={"Accept": "application/octet-stream"}).content == (
+                b"stored on fs"
+            )
+            listing = {item["id"] for item in client.get("/v1/blobs").json()["items"]}
+            assert listing == {"older", "newer"}
+    finally:
+        second.stop()
+
+    env.pop("FS_BASE_PATH")
+    third = LiveServer({**env, "STORAGE": "db"}).start()  # fs no longer configured: unreachable, not gone
+    try:
+        with third.client(headers=AUTH) as client:
+            assert client.get("/v1/blobs/older").status_code == 503
+            assert client.get("/v1/blobs/newer").status_code == 200
+    finally:
+        third.stop()
