@@ -78,10 +78,12 @@ async def test_concurrent_writers(server: LiveServer) -> None:
         data = base64.b64encode(f"w{n}".encode() * 500).decode()
         statuses.append((await http.post("/v1/blobs", json={"id": "race", "data": data})).status_code)
 
-    async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
-        async with anyio.create_task_group() as tasks:
-            for n in range(24):
-                tasks.start_soon(post, http, n)
+    async with (
+        httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http,
+        anyio.create_task_group() as tasks,
+    ):
+        for n in range(24):
+            tasks.start_soon(post, http, n)
     assert sorted(statuses) == [201] + [409] * 23
 
 

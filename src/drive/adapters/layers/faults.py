@@ -1,0 +1,190 @@
+"""Fault injection for any port, in the spirit of OpenDAL's chaos layer.
+
+``FaultPlan`` holds rules such as "the 2nd ``write`` fails after 1 MiB" or "``commit``
+hangs"; ``FaultyBlobRepository`` and ``FaultyMetadataRepository`` wrap a real adapter
+and consult the plan on every call, so the wrapped adapter never knows. Composed by
+tests through the container; never by production wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio
+
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+from drive.domain.ports import BlobRepository, MetadataRepository
+
+
+class InjectedFault(StorageUnavailable):
+    """The error a rule raises unless it names another."""
+
+
+@dataclass
+class Rule:
+    operation: str
+    nth: int | None  # the nth call (1-based) of the operation; None = every call
+    after_bytes: int | None = None  # for streams: fail once this many bytes have passed
+    hang: bool = False
+    error: Callable[[], BaseException] = field(default=lambda: InjectedFault("injected fault"))
+    fired: int = 0
+
+
+class FaultPlan:
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []
+        self.calls: dict[str, int] = {}
+
+    def fail(
+        self,
+        operation: str,
+        nth: int | None = 1,
+        *,
+        after_bytes: int | None = None,
+        error: Callable[[], BaseException] | None = None,
+    ) -> FaultPlan:
+        rule = Rule(operation, nth, after_bytes)
+        if error is not None:
+            rule.error = error
+        self.rules.append(rule)
+        return self
+
+    def hang(self, operation: str, nth: int | None = 1, *, after_bytes: int | None = None) -> FaultPlan:
+        self.rules.append(Rule(operation, nth, after_bytes, hang=True))
+        return self
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def _match(self, operation: str) -> Rule | None:
+        count = self.calls[operation] = self.calls.get(operation, 0) + 1
+        for rule in self.rules:
+            if rule.operation == operation and (rule.nth is None or rule.nth == count):
+                return rule
+        return None
+
+    async def before(self, operation: str) -> Rule | None:
+        """Count the call; fire a rule that acts at once, return one that acts mid-stream."""
+        rule = self._match(operation)
+        if rule is None:
+            return None
+        if rule.after_bytes is not None:
+            return rule
+        await _fire(rule)
+        return None
+
+
+async def _fire(rule: Rule) -> None:
+    rule.fired += 1
+    if rule.hang:
+        await anyio.sleep_forever()
+    raise rule.error()
+
+
+async def _interrupt(chunks: AsyncIterable[bytes], rule: Rule | None) -> AsyncIterator[bytes]:
+    passed = 0
+    async for chunk in chunks:
+        if rule is not None and rule.after_bytes is not None and passed + len(chunk) > rule.after_bytes:
+            head = chunk[: rule.after_bytes - passed]
+            if head:
+                yield head
+            await _fire(rule)
+        passed += len(chunk)
+        yield chunk
+    if rule is not None and rule.after_bytes is not None and passed <= rule.after_bytes:
+        await _fire(rule)  # a rule for a body shorter than its threshold fires at the end
+
+
+class FaultyBlobRepository:
+    def __init__(self, inner: BlobRepository, plan: FaultPlan) -> None:
+        self.inner = inner
+        self.plan = plan
+        self.name = inner.name
+
+    async def open(self) -> None:
+        await self.plan.before("open")
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> None:
+        await self.plan.before("ping")
+        await self.inner.ping()
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        rule = await self.plan.before("write")
+        return await self.inner.write(key, _interrupt(chunks, rule))
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        rule = await self.plan.before("read")
+        async for chunk in _interrupt(self.inner.read(key, start, end), rule):
+            yield chunk
+
+    async def delete(self, key: str) -> None:
+        await self.plan.before("delete")
+        await self.inner.delete(key)
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        await self.plan.before("list_keys")
+        async for key in self.inner.list_keys():
+            yield key
+
+
+class FaultyMetadataRepository:
+    def __init__(self, inner: MetadataRepository, plan: FaultPlan) -> None:
+        self.inner = inner
+        self.plan = plan
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> None:
+        await self.plan.before("ping")
+        await self.inner.ping()
+
+    async def get(self, blob_id: str) -> BlobRecord | None:
+        await self.plan.before("get")
+        return await self.inner.get(blob_id)
+
+    async def begin(self, op: PendingOp) -> None:
+        await self.plan.before("begin")
+        await self.inner.begin(op)
+
+    async def renew(self, storage_key: str, lease_until: datetime) -> bool:
+        await self.plan.before("renew")
+        return await self.inner.renew(storage_key, lease_until)
+
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        await self.plan.before("commit")
+        return await self.inner.commit(record)
+
+    async def relocate(self, record: BlobRecord, backend: str, storage_key: str, lease_until: datetime) -> bool:
+        await self.plan.before("relocate")
+        return await self.inner.relocate(record, backend, storage_key, lease_until)
+
+    async def finish(self, storage_key: str) -> None:
+        await self.plan.before("finish")
+        await self.inner.finish(storage_key)
+
+    async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
+        await self.plan.before("remove")
+        return await self.inner.remove(blob_id, lease_until)
+
+    async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:
+        await self.plan.before("page")
+        return await self.inner.page(prefix, after, limit)
+
+    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
+        await self.plan.before("expired")
+        return await self.inner.expired(now, limit)
+
+    async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
+        await self.plan.before("known_keys")
+        return await self.inner.known_keys(backend, keys)
