@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import replace
 from collections.abc import AsyncIterable, AsyncIterator, Collection
+from dataclasses import replace
 from datetime import datetime
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
