@@ -59,23 +59,24 @@ class FilesystemBlobRepository:
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
         staging = self._staging_path(key)
         final = self._object_path(key)
-        try:
-            handle: IO[bytes] = await anyio.to_thread.run_sync(open, staging, "xb")
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+        handle: IO[bytes] | None = None
         written = 0
         try:
-            try:
-                async for chunk in chunks:
+            # One worker-thread hop per chunk: the file is created with the first one and
+            # sealed (fsync, close, rename, directory fsync) in one hop at the end.
+            async for chunk in chunks:
+                if handle is None:
+                    handle = await anyio.to_thread.run_sync(_create, staging, chunk)
+                else:
                     await anyio.to_thread.run_sync(handle.write, chunk)
-                    written += len(chunk)
-                await anyio.to_thread.run_sync(_flush_and_sync, handle)
-            finally:
-                await anyio.to_thread.run_sync(handle.close)
-            await anyio.to_thread.run_sync(_publish, staging, final)
+                written += len(chunk)
+            if handle is None:
+                handle = await anyio.to_thread.run_sync(_create, staging, b"")
+            sealing, handle = handle, None
+            await anyio.to_thread.run_sync(_seal_and_publish, sealing, staging, final)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_unlink_quietly, staging)
+                await anyio.to_thread.run_sync(_discard, handle, staging)
             if isinstance(exc, OSError):
                 raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
             raise
@@ -83,29 +84,35 @@ class FilesystemBlobRepository:
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._object_path(key)
+        remaining = None if end is None else max(end - start, 0)
+        if remaining == 0:
+            if not await anyio.to_thread.run_sync(path.is_file):
+                raise StoredBytesMissing(f"no bytes for storage key {key}")
+            return
+        size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
         try:
-            handle: IO[bytes] = await anyio.to_thread.run_sync(open, path, "rb")
+            handle, chunk = await anyio.to_thread.run_sync(_open_and_read, path, start, size)
         except FileNotFoundError:
             raise StoredBytesMissing(f"no bytes for storage key {key}") from None
         except OSError as exc:
             raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
         try:
-            if start:
-                await anyio.to_thread.run_sync(handle.seek, start)
-            remaining = None if end is None else max(end - start, 0)
-            while remaining is None or remaining > 0:
-                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                chunk = await anyio.to_thread.run_sync(handle.read, size)
-                if not chunk:
-                    break
+            # A short read means end of file: the worker closed the file in the same hop.
+            while True:
                 if remaining is not None:
                     remaining -= len(chunk)
-                yield chunk
+                if chunk:
+                    yield chunk
+                if handle is None or remaining == 0:
+                    break
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, size)
         except OSError as exc:
             raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(handle.close)
+            if handle is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(handle.close)
 
     async def delete(self, key: str) -> None:
         paths = (self._object_path(key), self._staging_path(key))
@@ -130,9 +137,50 @@ class FilesystemBlobRepository:
         return sorted(found)
 
 
-def _flush_and_sync(handle: IO[bytes]) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
+def _create(path: Path, first: bytes) -> IO[bytes]:
+    handle = open(path, "xb")  # noqa: SIM115 - closed by _seal_and_publish or _discard
+    try:
+        handle.write(first)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+    final.parent.mkdir(exist_ok=True)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+
+
+def _discard(handle: IO[bytes] | None, staging: Path) -> None:
+    if handle is not None:
+        handle.close()
+    staging.unlink(missing_ok=True)
+
+
+def _open_and_read(path: Path, start: int, size: int) -> tuple[IO[bytes] | None, bytes]:
+    handle = open(path, "rb")  # noqa: SIM115 - closed here at EOF, else by the reader
+    try:
+        if start:
+            handle.seek(start)
+        return _read_next(handle, size)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _read_next(handle: IO[bytes], size: int) -> tuple[IO[bytes] | None, bytes]:
+    chunk = handle.read(size)
+    if len(chunk) < size:
+        handle.close()
+        return None, chunk
+    return handle, chunk
 
 
 def _fsync_dir(path: Path) -> None:
@@ -141,16 +189,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _publish(staging: Path, final: Path) -> None:
-    final.parent.mkdir(exist_ok=True)
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
-
-
-def _unlink_quietly(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 def _unlink_all(paths: tuple[Path, ...]) -> None:

@@ -38,7 +38,7 @@ def is_sqlite(url: URL) -> bool:
 def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
     """An engine tuned for the service: WAL + full sync + busy timeout on SQLite."""
     parsed = async_url(url, setting)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if is_sqlite(parsed):
         database = parsed.database
         if database and database != ":memory:":
@@ -47,6 +47,9 @@ def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
     else:
+        # A server can restart under us; a ping per checkout turns stale connections
+        # into fresh ones instead of one failed request each. SQLite needs none.
+        options["pool_pre_ping"] = True
         options["pool_size"] = 10
         options["max_overflow"] = 10
         options["pool_timeout"] = 10
