@@ -143,11 +143,15 @@ class DatabaseBlobRepository:
                 self._engine = create_engine(self._url, self._setting)
             except OSError as exc:  # e.g. the SQLite file's directory cannot be made
                 raise StorageUnavailable(f"{self._setting}: database cannot be opened ({type(exc).__name__})") from None
-        try:
-            async with self._connect("start", write=True) as conn:
-                await conn.run_sync(blob_schema.create_all)
-        except StorageUnavailable as exc:
-            raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
+        for attempt in range(5):  # processes starting together race to create the tables
+            try:
+                async with self._connect("start", write=True) as conn:
+                    await conn.run_sync(blob_schema.create_all)
+                return
+            except StorageUnavailable as exc:
+                if attempt == 4:
+                    raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
+                await anyio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -66,6 +66,10 @@ pending = Table(
 schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False))
 
 
+class _NewerSchema(StorageUnavailable):
+    """The store was migrated by a newer release; retrying will not help."""
+
+
 def _seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
@@ -122,16 +126,28 @@ class SqlMetadataRepository:
                 raise StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})") from None
 
     async def open(self) -> None:
-        try:
-            async with self._write() as conn:
-                await conn.run_sync(schema.create_all)
-                version = (await conn.execute(select(schema_version.c.version))).scalar()
-                if version is None:
-                    await conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-                elif version > SCHEMA_VERSION:
-                    raise StorageUnavailable(f"{self._setting} holds schema version {version}, newer than this release")
-        except StorageUnavailable as exc:
-            raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
+        # Several processes may start on a fresh store at once; whoever loses the race to
+        # create a table finds it there on the next attempt.
+        for attempt in range(5):
+            try:
+                await self._migrate()
+                return
+            except _NewerSchema as exc:
+                raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
+            except (IntegrityError, StorageUnavailable) as exc:
+                if attempt == 4:
+                    message = exc.message if isinstance(exc, StorageUnavailable) else "schema creation failed"
+                    raise StorageUnavailable(f"{self._setting}: {message}") from None
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _migrate(self) -> None:
+        async with self._write() as conn:
+            await conn.run_sync(schema.create_all)
+            versions = (await conn.execute(select(schema_version.c.version))).scalars().all()
+            if not versions:
+                await conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            elif max(versions) > SCHEMA_VERSION:
+                raise _NewerSchema(f"holds schema version {max(versions)}, newer than this release")
 
     async def close(self) -> None:
         await self._engine.dispose()

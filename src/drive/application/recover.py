@@ -26,6 +26,7 @@ BATCH = 500
 @dataclass(slots=True)
 class RecoveryReport:
     interrupted_removed: int = 0
+    interrupted_found: list[tuple[str, str]] = field(default_factory=list)  # (backend, key), lease ended
     orphans_removed: int = 0
     orphans_found: list[tuple[str, str]] = field(default_factory=list)  # (backend, key)
     unreachable_backends: list[str] = field(default_factory=list)
@@ -40,8 +41,13 @@ class Recover:
         self._clock = clock
 
     async def __call__(self, *, sweep_orphans: bool = True, repair: bool = True) -> RecoveryReport:
+        """Finish interrupted operations and sweep orphans; ``repair=False`` only reports."""
         report = RecoveryReport()
-        await self._finish_expired(report)
+        if repair:
+            await self._finish_expired(report)
+        else:
+            expired = await self._metadata.expired(self._clock(), BATCH)
+            report.interrupted_found = [(op.backend, op.storage_key) for op in expired]
         if sweep_orphans:
             for name in self._backends.names():
                 try:

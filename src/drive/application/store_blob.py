@@ -63,7 +63,7 @@ class StoreBlob:
 
         backend = self._backends.default
         key = new_storage_key()
-        renewal = _LeaseRenewal(self._metadata, key, self._lease, self._clock)
+        renewal = LeaseRenewal(self._metadata, key, self._lease, self._clock)
         await self._metadata.begin(
             PendingOp(key, backend.name, blob_id, PendingKind.STORE, self._clock() + self._lease)
         )
@@ -111,7 +111,7 @@ def _replay(existing: BlobRecord, digest: Digesting) -> CommitOutcome:
     return CommitOutcome(existing, created=False)
 
 
-class _LeaseRenewal:
+class LeaseRenewal:
     """Keeps a long upload's pending op alive so recovery never reclaims it mid-flight."""
 
     def __init__(self, metadata: MetadataRepository, key: str, lease: timedelta, clock: Callable[[], datetime]) -> None:

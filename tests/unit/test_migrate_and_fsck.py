@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
+from drive.application.fsck import CheckStore
+from drive.application.migrate import MigrateBlobs
+from drive.application.service import DriveService
+from drive.application.streams import single_chunk
+from drive.domain.backends import Backends
+from drive.domain.model import PendingKind, PendingOp, utc_now
+
+pytestmark = pytest.mark.anyio
+
+
+Two = tuple[InMemoryMetadataRepository, InMemoryBlobRepository, InMemoryBlobRepository, Backends]
+
+
+@pytest.fixture
+def two() -> Two:
+    old, new = InMemoryBlobRepository("old"), InMemoryBlobRepository("new")
+    return InMemoryMetadataRepository(), old, new, Backends({"old": old, "new": new}, default="old")
+
+
+async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None:
+    metadata, old, new, backends = two
+    service = DriveService(metadata, backends)
+    for n in range(12):
+        await service.store(f"b{n}", single_chunk(f"bytes of {n}".encode() * 100))
+    report = await MigrateBlobs(metadata, backends)("new", concurrency=3)
+    assert report.moved == 12 and report.complete
+    assert not old.objects and len(new.objects) == 12
+    assert not metadata.pending
+    for n in range(12):
+        record = await service.retrieve.stat(f"b{n}")
+        assert record.backend == "new"
+        assert await service.retrieve.read_all(record) == f"bytes of {n}".encode() * 100
+    again = await MigrateBlobs(metadata, backends)("new")
+    assert again.moved == 0
+
+
+async def test_migrate_leaves_corrupt_blobs_where_they_are(two: Two) -> None:
+    metadata, old, new, backends = two
+    service = DriveService(metadata, backends)
+    good = (await service.store("good", single_chunk(b"good"))).record
+    bad = (await service.store("bad", single_chunk(b"bad!"))).record
+    old.objects[bad.storage_key] = b"BAD!"
+    report = await MigrateBlobs(metadata, backends)("new")
+    assert report.corrupt == ["bad"] and not report.complete
+    assert (await service.retrieve.stat("bad")).backend == "old"
+    assert (await service.retrieve.stat("good")).backend == "new"
+    assert good.storage_key not in old.objects
+    assert list(new.objects) == [(await service.retrieve.stat("good")).storage_key]
+    assert not metadata.pending
+
+
+async def test_fsck_reports_then_repairs_planted_problems(two: Two) -> None:
+    metadata, old, _new, backends = two
+    service = DriveService(metadata, backends)
+    for name in ("fine", "corrupt", "missing"):
+        await service.store(name, single_chunk(name.encode() * 10))
+    old.objects[(await service.retrieve.stat("corrupt")).storage_key] = b"garbage"
+    del old.objects[(await service.retrieve.stat("missing")).storage_key]
+    old.objects["f" * 32] = b"orphan"
+    metadata.pending["e" * 32] = PendingOp("e" * 32, "old", "dead", PendingKind.STORE, utc_now() - timedelta(1))
+    old.staged["e" * 32] = bytearray(b"half")
+
+    check = CheckStore(metadata, backends)
+    report = await check()
+    assert [r.id for r in report.corrupt] == ["corrupt"]
+    assert [r.id for r in report.missing] == ["missing"]
+    assert report.orphans == [("old", "f" * 32)]
+    assert [op.storage_key for op in report.interrupted] == ["e" * 32]
+    assert report.problems == 4 and report.unrepaired == 4
+    assert "f" * 32 in old.objects and "e" * 32 in metadata.pending  # checking changed nothing
+
+    repaired = await check(repair=True)
+    assert repaired.unrepaired == 0
+    clean = await check()
+    assert clean.problems == 0
+    assert await service.retrieve.read_all(await service.retrieve.stat("fine")) == b"fine" * 10
