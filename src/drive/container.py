@@ -12,6 +12,7 @@ from datetime import timedelta
 from dependency_injector import containers, providers
 
 from drive.adapters.fs import FilesystemBlobRepository
+from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.sql_metadata import SqlMetadataRepository
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
@@ -68,8 +69,8 @@ def _ftp_backend(settings: Settings) -> BlobRepository:
 
 
 def _configured(settings: Settings, build: Callable[[str], BlobRepository]) -> Backends:
-    """Every backend the settings enable; ``STORAGE`` names the one new blobs go to."""
-    return Backends({name: build(name) for name in settings.backends}, default=settings.storage)
+    """Every backend the settings enable, metered; ``STORAGE`` names the one new blobs go to."""
+    return Backends({name: MeteredBlobRepository(build(name)) for name in settings.backends}, default=settings.storage)
 
 
 class Container(containers.DeclarativeContainer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +11,8 @@ import anyio
 
 from drive.container import Container
 from drive.domain.errors import ConfigurationError, DriveError
+from drive.entrypoints import cli_blobs, cli_ops
+from drive.entrypoints.cli_runtime import ExitCode, exit_code_for
 from drive.settings import Settings
 
 
@@ -18,7 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()  # fail here, in one line, before any worker starts
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from drive.entrypoints.http.request_log import configure_logging
+
+    configure_logging(settings.log_level)  # JSON lines here too, as in every worker
     anyio.run(_preflight)
     uvicorn.run(
         "drive.entrypoints.http.asgi:create_app",
@@ -27,6 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers propagate to the JSON handler
+        access_log=False,  # drive.access logs each request instead
         timeout_graceful_shutdown=args.graceful_timeout,
         proxy_headers=False,
         server_header=False,
@@ -46,7 +52,12 @@ async def _preflight() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drive", description="Drive: put bytes, get bytes.")
+    parser = argparse.ArgumentParser(
+        prog="drive",
+        description="Drive: put bytes, get bytes. Every command reads the same environment settings as the server.",
+        epilog="exit codes: 0 ok, 1 failed (not found, conflict, corrupt, problems found), "
+        "2 usage or settings, 3 storage unavailable, 130 interrupted",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -56,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--graceful-timeout", type=float, default=30.0, help="seconds in-flight requests get on shutdown"
     )
     serve.set_defaults(handler=_serve)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show the service's log (LOG_LEVEL) on stderr")
+    cli_blobs.add_commands(commands, common)
+    cli_ops.add_commands(commands, common)
     return parser
 
 
@@ -63,11 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except ConfigurationError as exc:
+    except DriveError as exc:  # expected failures: one line, no traceback
         print(f"drive: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_code_for(exc)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (drive get x | head): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.FAILED
 
 
 if __name__ == "__main__":

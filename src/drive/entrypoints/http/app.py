@@ -1,10 +1,12 @@
-"""The Litestar application: routes, auth, errors, OpenAPI, and the service's lifecycle."""
+"""The Litestar application: routes, auth, errors, OpenAPI, observability and the service's lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -16,11 +18,29 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from drive import __version__
 from drive.application.service import DriveService
 from drive.container import Container
+from drive.domain.errors import StorageUnavailable
+from drive.domain.ports import BlobRepository, MetadataRepository
 from drive.entrypoints.http.auth import TokenChecker, bearer_guard
 from drive.entrypoints.http.blobs import Limits, route_handlers
-from drive.entrypoints.http.errors import error_response, exception_handlers
+from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
+from drive.entrypoints.http.metrics import metrics
+from drive.entrypoints.http.observability import RequestObserver
+from drive.entrypoints.http.request_log import configure_logging
+from drive.settings import Settings
 
 log = logging.getLogger("drive")
+
+# Each readiness check gets this long; a hung backend makes /readyz say so, not hang.
+READINESS_TIMEOUT_SECONDS = 3.0
+# On shutdown, how long requests still unwinding get before the stores are closed.
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+class NotReady(msgspec.Struct):
+    """The contract's error body, plus every check so operators see what is down."""
+
+    error: ErrorDetail
+    checks: dict[str, str]
 
 
 @get("/healthz", include_in_schema=False)
@@ -30,12 +50,55 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(state: State) -> Response[bytes]:
-    service: DriveService = state.service
-    checks = await service.readiness()
-    if all(v == "ok" for v in checks.values()):
+    checks = await state.readiness(state.service)
+    down = [name for name, result in checks.items() if result != "ok"]
+    if not down:
         return Response(msgspec.json.encode({"status": "ok", "checks": checks}), media_type="application/json")
-    down = ", ".join(name for name, v in checks.items() if v != "ok")
-    return error_response(503, "storage_unavailable", f"unavailable: {down}")
+    body = NotReady(ErrorDetail("storage_unavailable", f"unavailable: {', '.join(down)}"), checks)
+    return Response(
+        msgspec.json.encode(body), status_code=503, media_type="application/json", headers={"Retry-After": "1"}
+    )
+
+
+class Readiness:
+    """``ok``, ``unavailable`` or ``timeout`` for the metadata store and each backend, checked at once.
+
+    The answer always comes within ``seconds``: ``asyncio.wait`` does not wait for stuck
+    checks to unwind (a ping blocked in a worker thread cannot be cancelled). A check still
+    stuck from an earlier probe is waited on again rather than started twice, so frequent
+    probes of a hung backend do not pile up threads.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._running: dict[str, asyncio.Task[str]] = {}
+
+    async def __call__(self, service: DriveService) -> dict[str, str]:
+        ports: dict[str, MetadataRepository | BlobRepository] = {"metadata": service.metadata}
+        ports.update((backend.name, backend) for backend in service.backends)
+        for name, port in ports.items():
+            task = self._running.get(name)
+            if task is None or task.done():
+                self._running[name] = asyncio.ensure_future(_check(name, port))
+        tasks = {name: self._running[name] for name in ports}
+        await asyncio.wait(tasks.values(), timeout=self._seconds)
+        checks: dict[str, str] = {}
+        for name, task in tasks.items():
+            if not task.done():
+                task.cancel()
+            checks[name] = task.result() if task.done() and not task.cancelled() else "timeout"
+        return checks
+
+
+async def _check(name: str, port: MetadataRepository | BlobRepository) -> str:
+    try:
+        await port.ping()
+    except StorageUnavailable:
+        return "unavailable"
+    except Exception:
+        log.warning("readiness check of %s failed", name, exc_info=True)
+        return "unavailable"
+    return "ok"
 
 
 async def _recover_periodically(service: DriveService, interval: float) -> None:
@@ -54,9 +117,23 @@ async def _recover_periodically(service: DriveService, interval: float) -> None:
         await anyio.sleep(interval)
 
 
+def _secrets(settings: Settings) -> Iterator[str | None]:
+    """Every configured credential, so the log formatter can keep them out of every line."""
+    yield from settings.tokens
+    for url in (settings.database_url, settings.blob_database_url):
+        with contextlib.suppress(ValueError):
+            yield urlsplit(url or "").password
+    if settings.s3 is not None:
+        yield settings.s3.secret_key
+        yield settings.s3.session_token
+    if settings.ftp is not None:
+        yield settings.ftp.password
+
+
 def create_app(container: Container | None = None) -> Litestar:
     container = container or Container()
     settings = container.settings()  # raises ConfigurationError naming the variable
+    configure_logging(settings.log_level, _secrets(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -69,11 +146,18 @@ def create_app(container: Container | None = None) -> Litestar:
                 yield
                 tasks.cancel_scope.cancel()
         finally:
+            # uvicorn has let in-flight requests finish (or cancelled them at --graceful-timeout);
+            # cancelled uploads still undoing their staged bytes get to finish before stores close.
+            requests: RequestObserver = app.state.requests
+            with anyio.move_on_after(SHUTDOWN_DRAIN_SECONDS):
+                await requests.wait_idle()
+            if requests.in_flight:
+                log.warning("closing with %d request(s) still in progress", requests.in_flight)
             await service.close()
 
     v1 = Router("/", route_handlers=route_handlers, guards=[bearer_guard])
     app = Litestar(
-        route_handlers=[healthz, readyz, v1],
+        route_handlers=[healthz, readyz, metrics, v1],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=None,  # limits are ours, enforced while streaming
@@ -88,4 +172,7 @@ def create_app(container: Container | None = None) -> Litestar:
     )
     app.state.tokens = TokenChecker(settings.tokens)
     app.state.limits = Limits(settings.max_blob_size, settings.max_json_blob_size)
+    app.state.readiness = Readiness(READINESS_TIMEOUT_SECONDS)
+    # Outermost layer, around routing and exception handling: it sees every response.
+    app.asgi_handler = app.state.requests = RequestObserver(app.asgi_handler)
     return app

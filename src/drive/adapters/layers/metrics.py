@@ -1,0 +1,147 @@
+"""Per-backend operation metrics, as a layer around any ``BlobRepository`` (after OpenDAL's).
+
+``MeteredBlobRepository`` wraps an adapter and records, labelled by backend name and
+operation, how long each call took and how it ended; the adapter never knows. Streams
+(``read``, ``list_keys``) are timed to completion, or to the moment the consumer stops.
+
+Outcomes: ``ok``; ``error`` (the backend failed; also counted in the errors counter by
+kind); ``aborted`` (the caller's side ended the call: the upload body failed or was too
+large, the client went away, the task was cancelled) which is no fault of the backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Histogram
+
+from drive.domain.errors import StorageUnavailable, StoredBytesMissing
+from drive.domain.ports import BlobRepository
+
+# Seconds; shared with the HTTP metrics so the two line up on one dashboard.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+BACKEND_DURATION = Histogram(
+    "drive_backend_operation_duration_seconds",
+    "Backend operation time (streams: until fully consumed), by backend, operation and outcome.",
+    ["backend", "operation", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+BACKEND_ERRORS = Counter(
+    "drive_backend_operation_errors",
+    "Backend operations that failed on the backend's side, by kind: unavailable, missing, unexpected.",
+    ["backend", "operation", "error"],
+)
+BACKEND_BYTES = Counter(
+    "drive_backend_bytes",
+    "Bytes written to or read from a backend.",
+    ["backend", "direction"],
+)
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, StoredBytesMissing):
+        return "missing"
+    if isinstance(exc, StorageUnavailable):
+        return "unavailable"
+    return "unexpected"  # the port promises StorageUnavailable: anything else is a bug
+
+
+class _Source:
+    """The caller's chunk stream, counted; remembers whether it (not the backend) failed."""
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = chunks
+        self.size = 0
+        self.failed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        iterator = aiter(self._chunks)
+        while True:
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except BaseException:
+                self.failed = True
+                raise
+            self.size += len(chunk)
+            yield chunk
+
+
+async def _aclose(stream: AsyncIterator[bytes] | AsyncIterator[str]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class MeteredBlobRepository:
+    def __init__(self, inner: BlobRepository) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __repr__(self) -> str:
+        return f"MeteredBlobRepository({self.inner!r})"
+
+    @contextmanager
+    def _timed(self, operation: str, source: _Source | None = None) -> Iterator[None]:
+        started = time.perf_counter()
+        outcome = "aborted"
+        try:
+            yield
+            outcome = "ok"
+        except Exception as exc:
+            if source is None or not source.failed:
+                outcome = "error"
+                BACKEND_ERRORS.labels(self.name, operation, _error_kind(exc)).inc()
+            raise
+        finally:
+            BACKEND_DURATION.labels(self.name, operation, outcome).observe(time.perf_counter() - started)
+
+    async def open(self) -> None:
+        with self._timed("open"):
+            await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> None:
+        with self._timed("ping"):
+            await self.inner.ping()
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        source = _Source(chunks)
+        try:
+            with self._timed("write", source):
+                return await self.inner.write(key, source)
+        finally:
+            BACKEND_BYTES.labels(self.name, "write").inc(source.size)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        stream = self.inner.read(key, start, end)
+        size = 0
+        try:
+            with self._timed("read"):
+                try:
+                    async for chunk in stream:
+                        size += len(chunk)
+                        yield chunk
+                finally:
+                    await _aclose(stream)  # at once, even when our consumer stops early
+        finally:
+            BACKEND_BYTES.labels(self.name, "read").inc(size)
+
+    async def delete(self, key: str) -> None:
+        with self._timed("delete"):
+            await self.inner.delete(key)
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        stream = self.inner.list_keys()
+        with self._timed("list_keys"):
+            try:
+                async for key in stream:
+                    yield key
+            finally:
+                await _aclose(stream)

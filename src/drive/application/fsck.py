@@ -1,0 +1,205 @@
+"""CheckStore: find (and optionally repair) what crashes and outside hands can leave behind.
+
+Four kinds of problem:
+
+* interrupted: pending operations whose lease has ended (a store, delete or move whose
+  process died). Repair: ``Recover`` removes their bytes and ends them.
+* orphans: bytes on a backend that no record or pending operation refers to.
+  Repair: ``Recover`` removes them.
+* missing: a committed record whose bytes are not on its backend.
+* corrupt: a committed record whose bytes no longer match its size and SHA-256.
+
+Missing and corrupt blobs can never be served again, so repair *forgets* them: the record
+is removed through ``DeleteBlob`` (which also deletes any corrupt bytes), the id answers
+"not found" and may be stored again. Nothing is guessed back; restore from a backup
+before repairing if one exists.
+
+Checking only reads; it is safe while servers run. Findings are double-checked against
+the current record, so a blob stored, replaced or deleted during the check is not
+reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from drive.application.manage_blobs import DeleteBlob
+from drive.application.recover import Recover
+from drive.application.retrieve_blob import RetrieveBlob
+from drive.domain.backends import Backends
+from drive.domain.errors import BlobNotFound, CorruptBlob, StorageUnavailable, StoredBytesMissing
+from drive.domain.model import BlobRecord, PendingOp, utc_now
+from drive.domain.ports import MetadataRepository
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+KNOWN_BATCH = 500
+MAX_INTERRUPTED = 10_000  # ``expired`` has no cursor; more than this is reported as this many
+
+BytesCallback = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class CheckReport:
+    blobs_checked: int = 0
+    bytes_verified: int = 0
+    interrupted: list[PendingOp] = field(default_factory=list)
+    orphans: list[tuple[str, str]] = field(default_factory=list)  # (backend, storage key)
+    missing: list[BlobRecord] = field(default_factory=list)
+    corrupt: list[BlobRecord] = field(default_factory=list)
+    unreachable_backends: list[str] = field(default_factory=list)
+    repaired: bool = False
+    interrupted_removed: int = 0
+    orphans_removed: int = 0
+    records_removed: list[str] = field(default_factory=list)  # ids forgotten by repair
+
+    @property
+    def problems(self) -> int:
+        return len(self.interrupted) + len(self.orphans) + len(self.missing) + len(self.corrupt)
+
+    @property
+    def unrepaired(self) -> int:
+        """Problems found and still there (all of them, unless ``repaired``)."""
+        if not self.repaired:
+            return self.problems
+        forgotten = set(self.records_removed)
+        return (
+            max(0, len(self.interrupted) - self.interrupted_removed)
+            + max(0, len(self.orphans) - self.orphans_removed)
+            + sum(1 for r in [*self.missing, *self.corrupt] if r.id not in forgotten)
+        )
+
+    @property
+    def complete(self) -> bool:
+        """False when a backend could not be checked."""
+        return not self.unreachable_backends
+
+
+class CheckStore:
+    def __init__(
+        self,
+        metadata: MetadataRepository,
+        backends: Backends,
+        lease: timedelta = timedelta(seconds=60),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._metadata = metadata
+        self._backends = backends
+        self._clock = clock
+        self._retrieve = RetrieveBlob(metadata, backends)
+        self._recover = Recover(metadata, backends, clock)
+        self._delete = DeleteBlob(metadata, backends, lease, clock)
+
+    async def size(self) -> tuple[int, int]:
+        """Blobs and bytes a full check reads: for sizing a progress bar."""
+        blobs = total = 0
+        async for record in self._records():
+            blobs += 1
+            total += record.size
+        return blobs, total
+
+    async def __call__(
+        self, *, repair: bool = False, verify: bool = True, on_bytes: BytesCallback | None = None
+    ) -> CheckReport:
+        """Check everything; ``verify=False`` skips reading bytes (no checksum check)."""
+        report = CheckReport()
+        report.interrupted = await self._metadata.expired(self._clock(), MAX_INTERRUPTED)
+        listed: dict[str, set[str]] = {}
+        for name in self._backends.names():
+            try:
+                listed[name] = await self._orphans(name, report)
+            except StorageUnavailable:
+                log.warning("check skipped backend %s: unreachable", name)
+                _unreachable(report, name)
+        async for record in self._records():
+            await self._check(record, listed, report, verify, on_bytes)
+        if repair:
+            await self._repair(report)
+        return report
+
+    async def _orphans(self, name: str, report: CheckReport) -> set[str]:
+        """Every key on backend ``name``; those nothing refers to are added to ``report.orphans``."""
+        # Recover's sweep applies the same test, but the missing-bytes check needs the listing too.
+        keys: set[str] = set()
+        batch: list[str] = []
+        async for key in self._backends.get(name).list_keys():
+            keys.add(key)
+            batch.append(key)
+            if len(batch) >= KNOWN_BATCH:
+                await self._unknown(name, batch, report)
+                batch = []
+        await self._unknown(name, batch, report)
+        return keys
+
+    async def _unknown(self, name: str, keys: list[str], report: CheckReport) -> None:
+        known = await self._metadata.known_keys(name, keys)
+        report.orphans += [(name, key) for key in keys if key not in known]
+
+    async def _records(self) -> AsyncIterator[BlobRecord]:
+        after: str | None = None
+        while True:
+            page = await self._metadata.page("", after, PAGE)
+            for record in page:
+                yield record
+            if len(page) < PAGE:
+                return
+            after = page[-1].id
+
+    async def _check(
+        self,
+        record: BlobRecord,
+        listed: dict[str, set[str]],
+        report: CheckReport,
+        verify: bool,
+        on_bytes: BytesCallback | None,
+    ) -> None:
+        keys = listed.get(record.backend)
+        if keys is None:  # unreachable, or no longer configured
+            _unreachable(report, record.backend)
+            return
+        report.blobs_checked += 1
+        try:
+            if record.storage_key not in keys:
+                # Not listed: missing, unless it was stored after the listing (one byte tells).
+                async for _ in self._retrieve.stream_range(record, 0, 1):
+                    pass
+            if verify:
+                async for chunk in self._retrieve.stream(record):
+                    report.bytes_verified += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+        except StoredBytesMissing:
+            if await self._unchanged(record):
+                report.missing.append(record)
+        except CorruptBlob:
+            if await self._unchanged(record):
+                report.corrupt.append(record)
+
+    async def _unchanged(self, record: BlobRecord) -> bool:
+        return await self._metadata.get(record.id) == record
+
+    async def _repair(self, report: CheckReport) -> None:
+        report.repaired = True
+        recovered = await self._recover()
+        report.interrupted_removed = recovered.interrupted_removed
+        report.orphans_removed = recovered.orphans_removed
+        for name in recovered.unreachable_backends:
+            _unreachable(report, name)
+        for record in [*report.missing, *report.corrupt]:
+            if not await self._unchanged(record):
+                continue  # replaced or deleted since the check: not ours to forget
+            try:
+                await self._delete(record.id)
+            except BlobNotFound:
+                continue
+            report.records_removed.append(record.id)
+            log.warning("fsck forgot blob %r: its bytes were missing or corrupt", record.id)
+
+
+def _unreachable(report: CheckReport, name: str) -> None:
+    if name not in report.unreachable_backends:
+        report.unreachable_backends.append(name)

@@ -1,0 +1,269 @@
+"""MigrateBlobs: move blobs between configured backends, several at a time, each move crash-safe.
+
+One move, for a blob whose record points at ``source``/``old_key``:
+
+1. Intent: a STORE pending op for a fresh ``new_key`` on the target (so recovery can undo the copy).
+2. Copy: stream ``old_key`` from the source into ``new_key`` on the target, hashing on the way.
+3. Verify: the bytes copied, and the bytes read back from the target, match the record's size
+   and SHA-256. A mismatch discards the copy and reports the blob; its record stays as it was.
+4. Switch: ``relocate`` points the record at the copy and records a DELETE intent for the old
+   key, in one metadata transaction (refused if the record changed meanwhile: copy discarded).
+5. Delete the old bytes and end that intent.
+
+A crash between any two steps leaves the record pointing at complete, verified bytes, plus
+an intent that recovery finishes once its lease ends. Re-running moves what is still on a
+source backend, so an interrupted migration resumes where it stopped.
+
+Concurrency uses an anyio task group fed by a bounded memory stream (anyio is the async
+runtime every adapter already runs on; no I/O happens here beyond the ports).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from drive.application.store_blob import LeaseRenewal, new_storage_key
+from drive.application.streams import Digesting
+from drive.domain.backends import Backends
+from drive.domain.errors import CorruptBlob, InvalidRequest, StorageUnavailable, StoredBytesMissing
+from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now
+from drive.domain.ports import BlobRepository, MetadataRepository
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+
+
+class MoveOutcome(enum.StrEnum):
+    MOVED = "moved"
+    SKIPPED = "skipped"  # deleted or replaced while being copied: nothing left to move
+    CORRUPT = "corrupt"  # source bytes do not match the record's checksum
+    MISSING = "missing"  # source bytes are gone
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationPlan:
+    """What a migration would move right now: for sizing a progress bar."""
+
+    blobs: int
+    bytes: int
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    target: str
+    sources: list[str]
+    moved: int = 0
+    bytes_moved: int = 0
+    skipped: int = 0
+    corrupt: list[str] = field(default_factory=list)  # blob ids
+    missing: list[str] = field(default_factory=list)  # blob ids
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing that was on a source backend was left behind."""
+        return not self.corrupt and not self.missing
+
+
+BytesCallback = Callable[[int], None]
+BlobCallback = Callable[[BlobRecord, MoveOutcome], None]
+
+
+class MigrateBlobs:
+    def __init__(
+        self,
+        metadata: MetadataRepository,
+        backends: Backends,
+        lease: timedelta = timedelta(seconds=60),
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._metadata = metadata
+        self._backends = backends
+        self._lease = lease
+        self._clock = clock
+
+    def sources_for(self, target: str, sources: Collection[str] | None = None) -> list[str]:
+        """The source backends: ``sources`` checked, or every configured backend but ``target``."""
+        names = self._backends.names()
+        if target not in names:
+            raise InvalidRequest(f"backend {target!r} is not configured")
+        chosen = [n for n in names if n != target] if sources is None else list(dict.fromkeys(sources))
+        for name in chosen:
+            if name not in names:
+                raise InvalidRequest(f"backend {name!r} is not configured")
+            if name == target:
+                raise InvalidRequest("a backend cannot be migrated to itself")
+        return chosen
+
+    async def plan(self, target: str, sources: Collection[str] | None = None, prefix: str = "") -> MigrationPlan:
+        chosen = set(self.sources_for(target, sources))
+        blobs = size = 0
+        async for record in self._records(chosen, prefix):
+            blobs += 1
+            size += record.size
+        return MigrationPlan(blobs, size)
+
+    async def __call__(
+        self,
+        target: str,
+        sources: Collection[str] | None = None,
+        *,
+        prefix: str = "",
+        concurrency: int = 4,
+        on_bytes: BytesCallback | None = None,
+        on_blob: BlobCallback | None = None,
+    ) -> MigrationReport:
+        """Move every blob whose id starts with ``prefix`` from ``sources`` to ``target``.
+
+        Corrupt or missing source blobs are reported and left alone. Any other failure
+        (a backend or the metadata store unavailable) stops the migration and is raised
+        once the moves in flight have ended; running it again resumes.
+        """
+        if concurrency < 1:
+            raise InvalidRequest("concurrency must be at least 1")
+        chosen = self.sources_for(target, sources)
+        report = MigrationReport(target=target, sources=chosen)
+        destination = self._backends.get(target)
+        failures: list[Exception] = []
+        send, receive = anyio.create_memory_object_stream[BlobRecord](concurrency)
+
+        async with anyio.create_task_group() as tasks:
+
+            async def guarded_worker(records: MemoryObjectReceiveStream[BlobRecord]) -> None:
+                try:
+                    async with records:
+                        async for record in records:
+                            outcome = await self._move(record, destination, on_bytes)
+                            _count(report, record, outcome)
+                            if on_blob is not None:
+                                on_blob(record, outcome)
+                except Exception as exc:  # the first failure stops every worker and the feed
+                    failures.append(exc)
+                    tasks.cancel_scope.cancel()
+
+            for _ in range(concurrency):
+                tasks.start_soon(guarded_worker, receive.clone())
+            receive.close()
+            try:
+                async with send:
+                    async for record in self._records(set(chosen), prefix):
+                        await send.send(record)
+            except Exception as exc:
+                failures.append(exc)
+                tasks.cancel_scope.cancel()
+        if failures:
+            raise failures[0]
+        return report
+
+    async def _records(self, sources: set[str], prefix: str) -> AsyncIterator[BlobRecord]:
+        # Ids never change when a blob moves, so paging by id is stable while moves run.
+        after: str | None = None
+        while True:
+            page = await self._metadata.page(prefix, after, PAGE)
+            for record in page:
+                if record.backend in sources:
+                    yield record
+            if len(page) < PAGE:
+                return
+            after = page[-1].id
+
+    async def _move(self, record: BlobRecord, target: BlobRepository, on_bytes: BytesCallback | None) -> MoveOutcome:
+        source = self._backends.get(record.backend)
+        key = new_storage_key()
+        await self._metadata.begin(PendingOp(key, target.name, record.id, PendingKind.STORE, self._lease_end()))
+        renewal = LeaseRenewal(self._metadata, key, self._lease, self._clock)
+        try:
+            outcome = await self._copy(record, source, target, key, renewal, on_bytes)
+            if outcome is MoveOutcome.MOVED and not await self._metadata.relocate(
+                record, target.name, key, self._lease_end()
+            ):
+                outcome = MoveOutcome.SKIPPED
+        except Exception:
+            await self._discard(target, key)
+            raise
+        if outcome is not MoveOutcome.MOVED:
+            await self._discard(target, key)
+            return outcome
+        try:
+            await source.delete(record.storage_key)
+            await self._metadata.finish(record.storage_key)
+        except Exception:
+            log.warning("old bytes of migrated blob %r left to recovery", record.id, exc_info=True)
+        log.info("moved %r from %s to %s (%d bytes)", record.id, source.name, target.name, record.size)
+        return outcome
+
+    async def _copy(
+        self,
+        record: BlobRecord,
+        source: BlobRepository,
+        target: BlobRepository,
+        key: str,
+        renewal: LeaseRenewal,
+        on_bytes: BytesCallback | None,
+    ) -> MoveOutcome:
+        """Copy and verify; CORRUPT/MISSING/SKIPPED when the source cannot give the recorded bytes."""
+        digest = Digesting(_counted(source.read(record.storage_key), on_bytes), on_progress=renewal.maybe_renew)
+        try:
+            written = await target.write(key, digest)
+        except CorruptBlob as exc:
+            # Raised while reading the source (the target only raises StorageUnavailable).
+            return await self._unless_changed(
+                record, MoveOutcome.MISSING if isinstance(exc, StoredBytesMissing) else MoveOutcome.CORRUPT
+            )
+        if not digest.finished or written != digest.size:
+            raise StorageUnavailable(f"backend {target.name} stored {written} of {digest.size} bytes")
+        if digest.size != record.size or digest.sha256 != record.sha256:
+            log.error("migration found corrupt source bytes of %r on %s", record.id, source.name)
+            return await self._unless_changed(record, MoveOutcome.CORRUPT)
+        # Read the copy back: a target that mangles bytes must never become the only copy.
+        check = hashlib.sha256()
+        size = 0
+        async for chunk in target.read(key):
+            check.update(chunk)
+            size += len(chunk)
+            await renewal.maybe_renew()  # a long read-back must not let recovery reclaim the copy
+        if size != record.size or check.hexdigest() != record.sha256:
+            raise StorageUnavailable(f"backend {target.name} returned different bytes than it was given")
+        return MoveOutcome.MOVED
+
+    async def _unless_changed(self, record: BlobRecord, outcome: MoveOutcome) -> MoveOutcome:
+        """A source read can fail because the blob was deleted or replaced meanwhile: not a problem."""
+        return outcome if await self._metadata.get(record.id) == record else MoveOutcome.SKIPPED
+
+    async def _discard(self, target: BlobRepository, key: str) -> None:
+        """Best effort: remove the copy, then its intent. Recovery covers what fails here."""
+        try:
+            await target.delete(key)
+            await self._metadata.finish(key)
+        except Exception:
+            log.warning("cleanup of copy %s on %s deferred to recovery", key, target.name, exc_info=True)
+
+    def _lease_end(self) -> datetime:
+        return self._clock() + self._lease
+
+
+async def _counted(chunks: AsyncIterable[bytes], on_bytes: BytesCallback | None) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+        yield chunk
+
+
+def _count(report: MigrationReport, record: BlobRecord, outcome: MoveOutcome) -> None:
+    if outcome is MoveOutcome.MOVED:
+        report.moved += 1
+        report.bytes_moved += record.size
+    elif outcome is MoveOutcome.SKIPPED:
+        report.skipped += 1
+    elif outcome is MoveOutcome.CORRUPT:
+        report.corrupt.append(record.id)
+    else:
+        report.missing.append(record.id)

@@ -1,0 +1,63 @@
+"""HTTP metrics and the ``/metrics`` route (Prometheus text or OpenMetrics, by ``Accept``).
+
+Metrics live in prometheus_client's default registry. With several uvicorn workers, set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory writable by the server: every worker
+then records into files there and ``/metrics`` answers the sum over all workers, whichever
+worker serves the scrape (prometheus_client's multiprocess mode; process and GC metrics
+are not available in that mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from litestar import Response, get
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from drive.adapters.layers.metrics import LATENCY_BUCKETS
+from drive.entrypoints.http.types import AnyRequest
+
+HTTP_REQUESTS = Counter(
+    "drive_http_requests",
+    "HTTP requests served, by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "drive_http_request_duration_seconds",
+    "Time from the request's arrival to the last byte of its response.",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_BYTES_IN = Counter(
+    "drive_http_request_body_bytes",
+    "Request body bytes received.",
+    ["method", "route"],
+)
+HTTP_BYTES_OUT = Counter(
+    "drive_http_response_body_bytes",
+    "Response body bytes sent.",
+    ["method", "route"],
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route, str(status)).observe(seconds)
+    HTTP_BYTES_IN.labels(method, route).inc(bytes_in)
+    HTTP_BYTES_OUT.labels(method, route).inc(bytes_out)
+
+
+def _registry() -> CollectorRegistry:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False)
+def metrics(request: AnyRequest) -> Response[bytes]:
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(_registry()), media_type=content_type)

@@ -1,0 +1,166 @@
+"""The outermost ASGI layer: request id, one JSON access-log line and HTTP metrics per request.
+
+It wraps the whole Litestar handler, so it sees every response (401s from the guard, 404s
+for unknown paths, errors from exception handlers) and counts streamed bodies chunk by
+chunk as they pass, never buffering them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+
+from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
+from drive.entrypoints.http.metrics import observe_request
+from drive.entrypoints.http.request_log import request_id_var
+
+access_log = logging.getLogger("drive.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's id is kept when it is 1-128 visible ASCII characters; otherwise we make one.
+_SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+# Successful probes and scrapes arrive every few seconds: logged at DEBUG, not INFO.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+UNMATCHED_ROUTE = "unmatched"
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: the client went away before the response was complete
+
+
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _SANE_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+_SHUTTING_DOWN = msgspec.json.encode(
+    ErrorBody(ErrorDetail("storage_unavailable", "the server is shutting down; retry the request"))
+)
+
+
+async def _send_shutting_down(send: Send) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_SHUTTING_DOWN)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _SHUTTING_DOWN, "more_body": False})
+
+
+@dataclass(slots=True)
+class _Exchange:
+    status: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    complete: bool = False  # the last body chunk has been handed to the server
+    disconnected: bool = False  # the client left before that
+
+
+class RequestObserver:
+    """ASGI middleware; ``in_flight`` lets shutdown wait for requests still unwinding."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self.in_flight = 0
+        self._idle: anyio.Event | None = None  # set when in_flight drops to 0
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in progress (callers bound the wait)."""
+        while self.in_flight:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        request_id = request_id_from(scope["headers"])
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        exchange = _Exchange()
+
+        async def counting_receive() -> ReceiveMessage:
+            message: ReceiveMessage = await receive()
+            if message["type"] == "http.request":
+                exchange.bytes_in += len(message.get("body", b""))
+            elif message["type"] == "http.disconnect" and not exchange.complete:
+                exchange.disconnected = True
+            return message
+
+        async def observing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            elif message["type"] == "http.response.body":
+                exchange.bytes_out += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    exchange.complete = True
+            await send(message)
+
+        context = request_id_var.set(request_id)
+        self.in_flight += 1
+        started = time.perf_counter()
+        aborted: str | None = None
+        try:
+            await self._app(scope, counting_receive, observing_send)
+        except anyio.get_cancelled_exc_class():
+            # Only uvicorn cancels a request task: it was still running at --graceful-timeout.
+            aborted = "cancelled"
+            if exchange.status is not None or exchange.disconnected:
+                raise
+            # Retrying is safe (an upload cut off here was undone as it unwound; one that had
+            # just committed replays as 200), so say so in the contract's body, not a bare 500.
+            with anyio.CancelScope(shield=True):
+                await _send_shutting_down(observing_send)
+        except BaseException:
+            aborted = "error"
+            raise
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+                self._idle = None
+            self._record(scope, exchange, time.perf_counter() - started, request_id, aborted)
+            request_id_var.reset(context)
+
+    @staticmethod
+    def _record(scope: Scope, exchange: _Exchange, seconds: float, request_id: str, aborted: str | None) -> None:
+        method = scope.get("method", "GET")
+        method = method if method in _METHODS else "OTHER"
+        # The route template (``/v1/blobs/{blob_path}``), never the id: bounded label values.
+        route = scope.get("path_template") or UNMATCHED_ROUTE
+        if exchange.disconnected and not exchange.complete:
+            status, aborted = CLIENT_CLOSED_REQUEST, "client_disconnected"
+        elif exchange.status is None:
+            status = 500
+        else:
+            status = exchange.status
+        observe_request(method, route, status, seconds, exchange.bytes_in, exchange.bytes_out)
+        quiet = route in _QUIET_ROUTES and status < 400
+        fields: dict[str, object] = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "path": scope.get("path", ""),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "bytes_in": exchange.bytes_in,
+            "bytes_out": exchange.bytes_out,
+            "client": (scope.get("client") or ("", 0))[0],
+        }
+        if aborted:
+            fields["aborted"] = aborted
+        access_log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d", method, route, status, extra=fields)

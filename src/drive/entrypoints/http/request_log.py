@@ -1,0 +1,126 @@
+"""Structured logs: one JSON object per line, with the request id, and never a secret.
+
+``configure_logging`` is called by ``drive serve`` and again by every app it creates
+(uvicorn's worker processes start with fresh logging), so it is idempotent: one JSON
+handler on the root logger, uvicorn's loggers routed through it, uvicorn's own access log
+off (``drive.access`` writes one line per request instead).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import msgspec
+
+# The id of the request being served, added to every log line written while serving it.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("drive_request_id", default=None)
+
+REDACTED = "[redacted]"
+# Shorter secrets cannot be redacted without mangling ordinary words.
+MIN_SECRET_LENGTH = 6
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
+# LogRecord's own attributes, and uvicorn's terminal-colour copy of its message.
+_NOT_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+def add_secrets(values: Iterable[str | None]) -> None:
+    """Remember values that must never appear in a log line (tokens, passwords, keys)."""
+    with _secrets_lock:
+        _secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+
+
+def redact(text: str) -> str:
+    text = _BEARER.sub(rf"\1 {REDACTED}", text)
+    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    # Longest first, so a secret that contains another is removed whole.
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(repr(value))
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", "request_id"?, extra fields…, "exc"?}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            line["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _NOT_FIELDS and key not in line and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return _encoder.encode(_clean(line)).decode()
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
+    add_secrets(secrets)
+    formatter = JsonFormatter()
+    root = logging.getLogger()
+    root.setLevel(level)
+    ours = [h for h in root.handlers if isinstance(h, _StderrHandler)]
+    # A plain handler from ``logging.basicConfig`` is re-formatted rather than duplicated.
+    plain = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    for handler in plain:
+        handler.setFormatter(formatter)
+    if not ours and not plain:
+        handler = _StderrHandler()
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    for name in ("uvicorn", "uvicorn.error"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers = []
+        uvicorn_logger.propagate = True
+    # uvicorn checks for handlers on each connection: none means no access log of its own.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
