@@ -11,7 +11,6 @@ from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.store_blob import StoreBlob
 from drive.domain.backends import Backends
-from drive.domain.errors import StorageUnavailable
 from drive.domain.model import utc_now
 from drive.domain.ports import BlobRepository, MetadataRepository
 
@@ -50,19 +49,3 @@ class DriveService:
             except Exception:
                 log.warning("error while closing %s", type(port).__name__, exc_info=True)
         self._opened.clear()
-
-    async def readiness(self) -> dict[str, str]:
-        """``ok`` or ``unavailable`` for the metadata store and each backend."""
-        checks: dict[str, str] = {}
-        ports: list[tuple[str, MetadataRepository | BlobRepository]] = [("metadata", self.metadata)]
-        ports += [(b.name, b) for b in self.backends]
-        for name, port in ports:
-            try:
-                await port.ping()
-                checks[name] = "ok"
-            except StorageUnavailable:
-                checks[name] = "unavailable"
-            except Exception:
-                log.warning("readiness check of %s failed", name, exc_info=True)
-                checks[name] = "unavailable"
-        return checks
