@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from drive.adapters.layers.faults import FaultPlan, FaultyBlobRepository, FaultyMetadataRepository, InjectedFault
+from drive.application.manage_blobs import all_records
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, DriveError
@@ -51,12 +52,7 @@ class Harness:
             await self.service.retrieve.stat(blob_id)
         await self.recover_later()
         keys = {key async for key in self.service.backends.default.list_keys()}
-        committed: set[str] = set()
-        after = None
-        while page := await self.service.metadata.page("", after, 1000):
-            committed |= {record.storage_key for record in page}
-            after = page[-1].id
-        assert keys == committed
+        assert keys == {record.storage_key async for record in all_records(self.service.metadata)}
         assert await self.service.metadata.expired(datetime.max.replace(tzinfo=self.clock().tzinfo), 10) == []
         data = os.urandom(70_000)
         assert (await self.service.store(blob_id, body(data))).created

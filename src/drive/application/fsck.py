@@ -22,11 +22,11 @@ reported.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drive.application.manage_blobs import DeleteBlob
+from drive.application.manage_blobs import DeleteBlob, all_records
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.domain.backends import Backends
@@ -97,7 +97,7 @@ class CheckStore:
     async def size(self) -> tuple[int, int]:
         """Blobs and bytes a full check reads: for sizing a progress bar."""
         blobs = total = 0
-        async for record in self._records():
+        async for record in all_records(self._metadata, page=PAGE):
             blobs += 1
             total += record.size
         return blobs, total
@@ -115,7 +115,7 @@ class CheckStore:
             except StorageUnavailable:
                 log.warning("check skipped backend %s: unreachable", name)
                 _unreachable(report, name)
-        async for record in self._records():
+        async for record in all_records(self._metadata, page=PAGE):
             await self._check(record, listed, report, verify, on_bytes)
         if repair:
             await self._repair(report)
@@ -138,16 +138,6 @@ class CheckStore:
     async def _unknown(self, name: str, keys: list[str], report: CheckReport) -> None:
         known = await self._metadata.known_keys(name, keys)
         report.orphans += [(name, key) for key in keys if key not in known]
-
-    async def _records(self) -> AsyncIterator[BlobRecord]:
-        after: str | None = None
-        while True:
-            page = await self._metadata.page("", after, PAGE)
-            for record in page:
-                yield record
-            if len(page) < PAGE:
-                return
-            after = page[-1].id
 
     async def _check(
         self,

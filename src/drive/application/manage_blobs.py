@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -70,6 +70,22 @@ class ListBlobs:
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].id) if more else None)
+
+
+async def all_records(metadata: MetadataRepository, prefix: str = "", page: int = 500) -> AsyncIterator[BlobRecord]:
+    """Every committed record under ``prefix``, in id order, a page at a time.
+
+    Ids never change (not even when a blob moves), so paging by id is stable while
+    other work goes on.
+    """
+    after: str | None = None
+    while True:
+        records = await metadata.page(prefix, after, page)
+        for record in records:
+            yield record
+        if len(records) < page:
+            return
+        after = records[-1].id
 
 
 def encode_cursor(last_id: str) -> str:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from drive.application.manage_blobs import all_records
 from drive.application.store_blob import LeaseRenewal, new_storage_key
 from drive.application.streams import Digesting
 from drive.domain.backends import Backends
@@ -164,16 +165,9 @@ class MigrateBlobs:
         return report
 
     async def _records(self, sources: set[str], prefix: str) -> AsyncIterator[BlobRecord]:
-        # Ids never change when a blob moves, so paging by id is stable while moves run.
-        after: str | None = None
-        while True:
-            page = await self._metadata.page(prefix, after, PAGE)
-            for record in page:
-                if record.backend in sources:
-                    yield record
-            if len(page) < PAGE:
-                return
-            after = page[-1].id
+        async for record in all_records(self._metadata, prefix, PAGE):
+            if record.backend in sources:
+                yield record
 
     async def _move(self, record: BlobRecord, target: BlobRepository, on_bytes: BytesCallback | None) -> MoveOutcome:
         source = self._backends.get(record.backend)
