@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    union,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -293,8 +294,9 @@ class SqlMetadataRepository:
                 intended = select(pending.c.storage_key).where(
                     and_(pending.c.backend == backend, pending.c.storage_key.in_(batch))
                 )
-                for query in (committed, intended):
-                    known.update((await conn.execute(query)).scalars())
+                # One statement, so one snapshot: as two queries, a commit landing between them
+                # (intent gone, record not yet seen) made a just-committed key look orphaned.
+                known.update((await conn.execute(union(committed, intended))).scalars())
         return known
 
 

@@ -65,13 +65,25 @@ class Recover:
                 return
             for op in ops:
                 try:
-                    await self._backends.get(op.backend).delete(op.storage_key)
+                    backend = self._backends.get(op.backend)
                 except StorageUnavailable:
-                    skipped.add(op.storage_key)  # retried on the next run
+                    skipped.add(op.storage_key)  # not configured: the intent waits for a later run
                     if op.backend not in report.unreachable_backends:
                         report.unreachable_backends.append(op.backend)
                     continue
+                # End the intent before touching the bytes: a slow owner's commit needs the same
+                # row, so exactly one of the two wins. Deleting first let a commit slip in between
+                # and be acknowledged over bytes already gone.
                 await self._metadata.finish(op.storage_key)
+                if await self._metadata.known_keys(op.backend, [op.storage_key]):
+                    continue  # the owner committed just before: the bytes are a blob's now
+                try:
+                    await backend.delete(op.storage_key)
+                except StorageUnavailable:
+                    # Neither intent nor record refers to them now: the sweep removes them later.
+                    if op.backend not in report.unreachable_backends:
+                        report.unreachable_backends.append(op.backend)
+                    continue
                 report.interrupted_removed += 1
                 log.info("recovery removed bytes of interrupted %s of %r", op.kind.value, op.blob_id)
 

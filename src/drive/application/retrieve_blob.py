@@ -48,25 +48,32 @@ class RetrieveBlob:
         size = 0
         held: bytes | None = None
         # Hold back one chunk so the last one is only released once the hash checks out.
-        async for chunk in backend.read(record.storage_key):
-            if not chunk:
-                continue
-            digest.update(chunk)
-            size += len(chunk)
-            if held is not None:
-                yield held
-            held = chunk
+        try:
+            async for chunk in backend.read(record.storage_key):
+                if not chunk:
+                    continue
+                digest.update(chunk)
+                size += len(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+        except CorruptBlob as exc:  # the backend itself saw damage, or the bytes are gone
+            _log_corrupt(record, exc.message)
+            raise
         if size != record.size or digest.hexdigest() != record.sha256:
-            log.error(
-                "CORRUPT BLOB: id=%r backend=%s key=%s stored size=%d sha256=%s, expected size=%d sha256=%s",
-                record.id,
-                record.backend,
-                record.storage_key,
-                size,
-                digest.hexdigest(),
-                record.size,
-                record.sha256,
-            )
+            _log_corrupt(record, f"stored size={size} sha256={digest.hexdigest()}")
             raise CorruptBlob("stored bytes do not match their checksum")
         if held is not None:
             yield held
+
+
+def _log_corrupt(record: BlobRecord, found: str) -> None:
+    log.error(
+        "CORRUPT BLOB: id=%r backend=%s key=%s: %s; expected size=%d sha256=%s",
+        record.id,
+        record.backend,
+        record.storage_key,
+        found,
+        record.size,
+        record.sha256,
+    )
