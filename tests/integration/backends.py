@@ -104,11 +104,13 @@ def make_backend(request: pytest.FixtureRequest, param: str, root: Path) -> Back
         make_url: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
         env.update(STORAGE="db", DATABASE_URL=make_url(), BLOB_DATABASE_URL=make_url())
     elif param.startswith("s3"):
-        server = request.getfixturevalue("moto_server")
-        env.update(_s3_env(server, path_style=param == "s3-path"))
+        moto: MotoServer = request.getfixturevalue("moto_server")
+        env.update(_s3_env(moto, path_style=param == "s3-path"))
+        server = moto
     elif param in ("ftp", "ftps"):
-        server = request.getfixturevalue("ftps_server" if param == "ftps" else "ftp_server")
-        env.update(_ftp_env(server))
+        ftp: FtpServer = request.getfixturevalue("ftps_server" if param == "ftps" else "ftp_server")
+        env.update(_ftp_env(ftp))
+        server = ftp
     else:
         raise ValueError(param)
     if param != "fs":
