@@ -57,7 +57,13 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         config = uvicorn.Config(
-            create_app(self.container), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            create_app(self.container),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            loop="asyncio",  # as drive serve runs it
+            http="httptools",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
