@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from drive.adapters.concurrency import bounded_fan_out
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.fsck import CheckStore
 from drive.application.migrate import MigrateBlobs
@@ -29,7 +30,7 @@ async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None
     service = DriveService(metadata, backends)
     for n in range(12):
         await service.store(f"b{n}", single_chunk(f"bytes of {n}".encode() * 100))
-    report = await MigrateBlobs(metadata, backends)("new", concurrency=3)
+    report = await MigrateBlobs(metadata, backends, fan_out=bounded_fan_out)("new", concurrency=3)
     assert report.moved == 12 and report.complete
     assert not old.objects and len(new.objects) == 12
     assert not metadata.pending

@@ -14,8 +14,8 @@ A crash between any two steps leaves the record pointing at complete, verified b
 an intent that recovery finishes once its lease ends. Re-running moves what is still on a
 source backend, so an interrupted migration resumes where it stopped.
 
-Concurrency uses an anyio task group fed by a bounded memory stream (anyio is the async
-runtime every adapter already runs on; no I/O happens here beyond the ports).
+Moves run through a ``FanOut`` the caller supplies (the command line passes a bounded
+anyio fan-out), so this module needs no async runtime of its own.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
-
+from drive.application.fan_out import FanOut, sequentially
 from drive.application.manage_blobs import all_records
 from drive.application.store_blob import LeaseRenewal, new_storage_key
 from drive.application.streams import Digesting
@@ -85,11 +83,13 @@ class MigrateBlobs:
         backends: Backends,
         lease: timedelta = timedelta(seconds=60),
         clock: Callable[[], datetime] = utc_now,
+        fan_out: FanOut = sequentially,
     ) -> None:
         self._metadata = metadata
         self._backends = backends
         self._lease = lease
         self._clock = clock
+        self._fan_out = fan_out
 
     def sources_for(self, target: str, sources: Collection[str] | None = None) -> list[str]:
         """The source backends: ``sources`` checked, or every configured backend but ``target``."""
@@ -133,35 +133,14 @@ class MigrateBlobs:
         chosen = self.sources_for(target, sources)
         report = MigrationReport(target=target, sources=chosen)
         destination = self._backends.get(target)
-        failures: list[Exception] = []
-        send, receive = anyio.create_memory_object_stream[BlobRecord](concurrency)
 
-        async with anyio.create_task_group() as tasks:
+        async def move(record: BlobRecord) -> None:
+            outcome = await self._move(record, destination, on_bytes)
+            _count(report, record, outcome)
+            if on_blob is not None:
+                on_blob(record, outcome)
 
-            async def guarded_worker(records: MemoryObjectReceiveStream[BlobRecord]) -> None:
-                try:
-                    async with records:
-                        async for record in records:
-                            outcome = await self._move(record, destination, on_bytes)
-                            _count(report, record, outcome)
-                            if on_blob is not None:
-                                on_blob(record, outcome)
-                except Exception as exc:  # the first failure stops every worker and the feed
-                    failures.append(exc)
-                    tasks.cancel_scope.cancel()
-
-            for _ in range(concurrency):
-                tasks.start_soon(guarded_worker, receive.clone())
-            receive.close()
-            try:
-                async with send:
-                    async for record in self._records(set(chosen), prefix):
-                        await send.send(record)
-            except Exception as exc:
-                failures.append(exc)
-                tasks.cancel_scope.cancel()
-        if failures:
-            raise failures[0]
+        await self._fan_out(self._records(set(chosen), prefix), move, concurrency)
         return report
 
     async def _records(self, sources: set[str], prefix: str) -> AsyncIterator[BlobRecord]:

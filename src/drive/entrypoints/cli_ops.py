@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import anyio
 
+from drive.adapters.concurrency import bounded_fan_out
 from drive.application.fsck import CheckReport, CheckStore
 from drive.application.migrate import MigrateBlobs, MigrationReport, MoveOutcome
 from drive.domain.errors import ConfigurationError, DriveError
@@ -33,7 +34,12 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 async def _migrate(args: argparse.Namespace, settings: Settings, sources: list[str] | None) -> int:
     async with opened_service(settings) as service:
-        migrate = MigrateBlobs(service.metadata, service.backends, timedelta(seconds=settings.upload_lease_seconds))
+        migrate = MigrateBlobs(
+            service.metadata,
+            service.backends,
+            timedelta(seconds=settings.upload_lease_seconds),
+            fan_out=bounded_fan_out,
+        )
         chosen = migrate.sources_for(args.to, sources)
         # Leftovers of an interrupted earlier run (copies, old bytes) whose lease has ended.
         await service.recover(sweep_orphans=False)
