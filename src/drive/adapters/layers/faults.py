@@ -30,7 +30,6 @@ class Rule:
     after_bytes: int | None = None  # for streams: fail once this many bytes have passed
     hang: bool = False
     error: Callable[[], BaseException] = field(default=lambda: InjectedFault("injected fault"))
-    fired: int = 0
 
 
 class FaultPlan:
@@ -78,7 +77,6 @@ class FaultPlan:
 
 
 async def _fire(rule: Rule) -> None:
-    rule.fired += 1
     if rule.hang:
         await anyio.sleep_forever()
     raise rule.error()

@@ -21,7 +21,7 @@ from drive.container import Container
 from drive.domain.errors import StorageUnavailable
 from drive.domain.ports import BlobRepository, MetadataRepository
 from drive.entrypoints.http.auth import TokenChecker, bearer_guard
-from drive.entrypoints.http.blobs import Limits, route_handlers
+from drive.entrypoints.http.blobs import route_handlers
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
@@ -171,7 +171,7 @@ def create_app(container: Container | None = None) -> Litestar:
         debug=False,
     )
     app.state.tokens = TokenChecker(settings.tokens)
-    app.state.limits = Limits(settings.max_blob_size, settings.max_json_blob_size)
+    app.state.settings = settings
     app.state.readiness = Readiness(READINESS_TIMEOUT_SECONDS)
     # Outermost layer, around routing and exception handling: it sees every response.
     app.asgi_handler = app.state.requests = RequestObserver(app.asgi_handler)

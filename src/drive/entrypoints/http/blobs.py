@@ -25,11 +25,11 @@ from drive.entrypoints.http.schemas import (
     BlobWithData,
     StoreRequest,
     decode_base64,
-    list_item,
     stored_blob,
     timestamp,
 )
 from drive.entrypoints.http.types import AnyRequest
+from drive.settings import Settings
 
 OCTET_STREAM = "application/octet-stream"
 JSON = "application/json"
@@ -77,7 +77,7 @@ def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
 @post("/v1/blobs", status_code=201)
 async def store_json(request: AnyRequest) -> Response[bytes]:
     service = _service(request)
-    limit = service_limits(request).max_json_blob_size
+    limit = _settings(request).max_json_blob_size
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
     try:
         payload = _store_request.decode(body)
@@ -97,7 +97,7 @@ async def store_json(request: AnyRequest) -> Response[bytes]:
 async def store_raw(request: AnyRequest) -> Response[bytes]:
     service = _service(request)
     blob_id = id_from_request(request)
-    limit = service_limits(request).max_blob_size
+    limit = _settings(request).max_blob_size
     check_declared_length(request, limit)
     outcome = await service.store(
         blob_id, body_stream(request), max_size=limit, expected_sha256=expected_sha256(request)
@@ -180,16 +180,11 @@ async def list_blobs(request: AnyRequest) -> Response[bytes]:
     else:
         raise InvalidRequest("limit must be a whole number between 1 and 1000")
     page = await _service(request).list(prefix, limit, params.get("cursor") or None)
-    return _json(BlobList([list_item(r) for r in page.items], page.next_cursor))
+    return _json(BlobList([stored_blob(r) for r in page.items], page.next_cursor))
 
 
-class Limits(msgspec.Struct):
-    max_blob_size: int
-    max_json_blob_size: int
-
-
-def service_limits(request: AnyRequest) -> Limits:
-    return request.app.state.limits  # type: ignore[no-any-return]
+def _settings(request: AnyRequest) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
 
 
 route_handlers = [store_json, list_blobs, store_raw, retrieve, retrieve_head, remove]

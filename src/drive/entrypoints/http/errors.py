@@ -30,16 +30,8 @@ STATUS_BY_CODE = {
     "internal": 500,
 }
 
-_CODE_BY_STATUS = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    416: "range_not_satisfiable",
-    503: "storage_unavailable",
-}
+# For framework errors, which carry only a status: the first code listed for it.
+_CODE_BY_STATUS = {status: code for code, status in reversed(STATUS_BY_CODE.items())}
 
 _MESSAGES = {
     "invalid_request": "the request is malformed",
@@ -101,15 +93,6 @@ def _http_error(_request: AnyRequest, exc: HTTPException) -> Response[bytes]:
 
 
 def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
-    if isinstance(exc, ExceptionGroup):
-        # A task group in an adapter may wrap our own error; answer as that error would.
-        drive_errors, _rest = exc.split(DriveError)
-        if drive_errors is not None and _rest is None:
-            leaf: BaseException = drive_errors
-            while isinstance(leaf, BaseExceptionGroup):
-                leaf = leaf.exceptions[0]
-            if isinstance(leaf, DriveError):
-                return _drive_error(request, leaf)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", _MESSAGES["internal"])
 

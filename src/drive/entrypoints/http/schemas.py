@@ -30,15 +30,8 @@ class BlobWithData(msgspec.Struct):
     created_at: str
 
 
-class BlobListItem(msgspec.Struct):
-    id: str
-    size: str
-    created_at: str
-    sha256: str
-
-
 class BlobList(msgspec.Struct):
-    items: list[BlobListItem]
+    items: list[StoredBlob]  # the same fields as a store's answer
     next_cursor: str | None
 
 
@@ -48,10 +41,6 @@ def timestamp(moment: datetime) -> str:
 
 def stored_blob(record: BlobRecord) -> StoredBlob:
     return StoredBlob(record.id, str(record.size), timestamp(record.created_at), record.sha256)
-
-
-def list_item(record: BlobRecord) -> BlobListItem:
-    return BlobListItem(record.id, str(record.size), timestamp(record.created_at), record.sha256)
 
 
 def decode_base64(data: str) -> bytes:
