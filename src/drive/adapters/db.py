@@ -46,9 +46,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.keys import checked_key
 from drive.adapters.sql_engine import async_url, create_engine, is_sqlite
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
+from drive.domain.storage_keys import checked_key
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # A read fetches at most this many bytes (and _READ_MAX_ROWS rows) per query.

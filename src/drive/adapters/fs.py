@@ -16,8 +16,8 @@ from typing import IO
 import anyio
 import anyio.to_thread
 
-from drive.adapters.keys import checked_key
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
+from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 
 READ_CHUNK = 1024 * 1024
 
@@ -31,7 +31,7 @@ class FilesystemBlobRepository:
 
     def _object_path(self, key: str) -> Path:
         key = checked_key(key)
-        return self._objects / key[:2] / key
+        return self._objects / shard(key) / key
 
     def _staging_path(self, key: str) -> Path:
         return self._staging / checked_key(key)
@@ -131,9 +131,11 @@ class FilesystemBlobRepository:
 
     def _scan(self) -> list[str]:
         found: set[str] = set()
-        for directory in [*self._objects.glob("??"), self._staging]:
+        # Only names the service could have made: a stranger's file is left alone, never a crash.
+        shards = [self._objects / name for name in os.listdir(self._objects) if is_shard(name)]
+        for directory in [*shards, self._staging]:
             with os.scandir(directory) as entries:
-                found.update(e.name for e in entries if len(e.name) == 32 and e.is_file())
+                found.update(e.name for e in entries if is_storage_key(e.name) and e.is_file())
         return sorted(found)
 
 

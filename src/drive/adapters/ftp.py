@@ -16,7 +16,6 @@ a cancellation, a cut transfer that did not resynchronise) is closed, never reus
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import ssl
 import time
@@ -29,15 +28,13 @@ from typing import TypeVar
 import aioftp
 import anyio
 
-from drive.adapters.keys import checked_key
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
+from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 
 READ_CHUNK = 256 * 1024
 # A pooled connection idle longer than this is checked with NOOP before reuse: servers
 # and NAT boxes drop quiet control connections, often after sending a 421 we'd misread.
 _PING_AFTER_IDLE = 10.0
-_SUBDIR = re.compile(r"[0-9a-f]{2}")
-_KEY = re.compile(r"[0-9a-f]{32}")
 # Library failures that mean "the backend misbehaved"; anything else is a bug or the caller's.
 _LIBRARY_ERRORS = (OSError, EOFError, aioftp.AIOFTPException, ValueError, IndexError)
 
@@ -101,8 +98,7 @@ class FtpBlobRepository:
     # --- paths
 
     def _object_path(self, key: str) -> PurePosixPath:
-        key = checked_key(key)
-        return self._objects / key[:2] / key
+        return self._objects / shard(key) / key
 
     def _staging_path(self, key: str) -> PurePosixPath:
         return self._staging / checked_key(key)
@@ -232,9 +228,9 @@ class FtpBlobRepository:
             async with self._lease() as lease:
                 top = await self._start(lease, lambda client: _names(client, self._objects))
                 client = lease.client
-                subdirs = [name for name in top if _SUBDIR.fullmatch(name)]
+                subdirs = [name for name in top if is_shard(name)]
                 for directory in [*(self._objects / sub for sub in subdirs), self._staging]:
-                    found.update(name for name in await _names(client, directory) if _KEY.fullmatch(name))
+                    found.update(name for name in await _names(client, directory) if is_storage_key(name))
         for key in sorted(found):
             yield key
 

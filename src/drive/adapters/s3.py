@@ -34,8 +34,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from drive.adapters.keys import checked_key
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
+from drive.domain.storage_keys import is_storage_key, shard
 
 READ_CHUNK = 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller non-final parts at completion time
@@ -85,19 +85,14 @@ class S3BlobRepository:
         return f"S3BlobRepository(name={self.name!r}, bucket={self._bucket!r}, prefix={self._prefix!r})"
 
     def _object_key(self, key: str) -> str:
-        key = checked_key(key)
-        return f"{self._prefix}{key[:2]}/{key}"
+        return f"{self._prefix}{shard(key)}/{key}"
 
     def _key_of(self, object_key: str) -> str | None:
         """The storage key behind an object key, or None for anything we did not write."""
         if not object_key.startswith(self._prefix):
             return None
-        shard, _, key = object_key[len(self._prefix) :].partition("/")
-        try:
-            checked_key(key)
-        except ValueError:
-            return None
-        return key if shard == key[:2] else None
+        directory, _, key = object_key[len(self._prefix) :].partition("/")
+        return key if is_storage_key(key) and directory == shard(key) else None
 
     # -- lifecycle ---------------------------------------------------------------
 

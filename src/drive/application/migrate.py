@@ -29,12 +29,13 @@ from datetime import datetime, timedelta
 
 from drive.application.fan_out import FanOut, sequentially
 from drive.application.manage_blobs import all_records
-from drive.application.store_blob import LeaseRenewal, new_storage_key
+from drive.application.store_blob import LeaseRenewal
 from drive.application.streams import Digesting
 from drive.domain.backends import Backends
 from drive.domain.errors import CorruptBlob, InvalidRequest, StorageUnavailable, StoredBytesMissing
 from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now
 from drive.domain.ports import BlobRepository, MetadataRepository
+from drive.domain.storage_keys import new_storage_key
 
 log = logging.getLogger(__name__)
 

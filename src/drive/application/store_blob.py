@@ -12,7 +12,6 @@ removed here on a best-effort basis and, failing that, by recovery once the leas
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterable, Callable
 from datetime import datetime, timedelta
 
@@ -22,12 +21,9 @@ from drive.domain.errors import BlobConflict, ChecksumMismatch, StorageUnavailab
 from drive.domain.ids import validate_id
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, utc_now, whole_seconds
 from drive.domain.ports import MetadataRepository
+from drive.domain.storage_keys import new_storage_key
 
 log = logging.getLogger(__name__)
-
-
-def new_storage_key() -> str:
-    return uuid.uuid4().hex
 
 
 class StoreBlob:
