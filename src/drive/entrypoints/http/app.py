@@ -12,6 +12,7 @@ import anyio
 import msgspec
 from litestar import Litestar, Response, Router, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -25,6 +26,7 @@ from drive.entrypoints.http.blobs import route_handlers
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
+from drive.entrypoints.http.openapi import BEARER, COMPONENTS
 from drive.entrypoints.http.request_log import configure_logging
 from drive.settings import Settings
 
@@ -155,17 +157,30 @@ def create_app(container: Container | None = None) -> Litestar:
                 log.warning("closing with %d request(s) still in progress", requests.in_flight)
             await service.close()
 
-    v1 = Router("/", route_handlers=route_handlers, guards=[bearer_guard])
+    def service() -> DriveService:
+        return container.service()
+
+    def app_settings() -> Settings:
+        return container.settings()
+
+    v1 = Router("/", route_handlers=route_handlers, guards=[bearer_guard], security=[BEARER])
     app = Litestar(
         route_handlers=[healthz, readyz, metrics, v1],
+        dependencies={
+            "service": Provide(service, sync_to_thread=False),
+            "settings": Provide(app_settings, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=None,  # limits are ours, enforced while streaming
         openapi_config=OpenAPIConfig(
             title="Drive",
             version=__version__,
+            description="Blobs over HTTP on fs, db, S3 or FTP storage. Reference: docs/API.md in the repository.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin()],
+            security=[BEARER],
+            components=COMPONENTS,
         ),
         logging_config=None,
         debug=False,

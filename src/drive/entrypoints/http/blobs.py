@@ -1,55 +1,100 @@
-"""The /v1/blobs routes."""
+"""The /v1/blobs routes.
+
+Handlers get the service and the settings by dependency injection (see ``create_app``).
+Ids come from the raw request path (``id_from_request``), not from a decoded path
+parameter, so ``a/b`` and ``a%2Fb`` name the same blob and nothing is normalised.
+"""
 
 from __future__ import annotations
 
-import base64
+import binascii
 import math
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
-from typing import cast
+from typing import Annotated, cast
 
 import msgspec
 from litestar import Response, delete, get, head, post, put
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import OpenAPIType
+from litestar.params import Parameter
 from litestar.response import Stream
 
+from drive.application.manage_blobs import MAX_PAGE
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
 from drive.domain.model import BlobRecord, CommitOutcome
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
+from drive.entrypoints.http.openapi import (
+    BAD_REQUEST,
+    CONFLICT,
+    FORBIDDEN,
+    JSON,
+    NOT_FOUND,
+    OCTET_STREAM,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    UNSATISFIABLE,
+    BlobOperation,
+    RetrieveOperation,
+    StoreJsonOperation,
+    StoreRawOperation,
+    json_body,
+    no_body,
+    raw,
+)
 from drive.entrypoints.http.paths import blob_location, id_from_request
 from drive.entrypoints.http.ranges import parse_range
 from drive.entrypoints.http.schemas import (
     BlobList,
     BlobWithData,
+    BlobWithDataStream,
+    StoredBlob,
     StoreRequest,
     decode_base64,
     stored_blob,
     timestamp,
 )
-from drive.entrypoints.http.types import AnyRequest
-from drive.settings import Settings
+from drive.entrypoints.http.types import AnyRequest, AppSettings, Service
 
-OCTET_STREAM = "application/octet-stream"
-JSON = "application/json"
 _store_request = msgspec.json.Decoder(StoreRequest)
 # Room for the id (escaped, up to 6 bytes per byte of UTF-8) and JSON punctuation.
 _JSON_OVERHEAD = 8 * 1024 + 6 * 1024
+# JSON answers up to this many bytes of blob are verified whole before the first byte goes
+# out (a damaged blob is a clean 503) and sent as one body; larger ones are streamed.
+WHOLE_JSON_MAX = 4 * 1024 * 1024
+DEFAULT_PAGE = 100
+# Documented as the integer it is; read as text so that every malformed value gets the contract's 400.
+_LIMIT_SCHEMA = {"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
+# A cursor is an id (at most 1024 bytes) in unpadded URL-safe Base64.
+_CURSOR_MAX = 4 * math.ceil(1024 / 3)
+
+BLOB_PATH = "/v1/blobs/{id:path}"
+_ETAG = ResponseHeader(name="ETag", description="the quoted SHA-256 hex of the bytes", documentation_only=True)
+_LOCATION = ResponseHeader(name="Location", description="`/v1/blobs/<percent-encoded id>`", documentation_only=True)
+_RAW_HEADERS = [
+    _ETAG,
+    ResponseHeader(name="Last-Modified", description="the blob's `created_at`", documentation_only=True),
+    ResponseHeader(name="Accept-Ranges", description="`bytes`", documentation_only=True),
+]
+_STORE_RESPONSES = {
+    200: json_body(StoredBlob, "The id already holds these bytes: the original answer (safe retry)."),
+    400: BAD_REQUEST,
+    401: UNAUTHORIZED,
+    403: FORBIDDEN,
+    409: CONFLICT,
+    413: TOO_LARGE,
+    503: UNAVAILABLE,
+}
 
 
-def _service(request: AnyRequest) -> DriveService:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
-def _json(content: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(msgspec.json.encode(content), status_code=status, media_type=JSON, headers=headers)
-
-
-def _stored(outcome: CommitOutcome) -> Response[bytes]:
+def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
     record = outcome.record
     headers = {"ETag": record.etag, "Location": blob_location(record.id)}
-    return _json(stored_blob(record), 201 if outcome.created else 200, headers)
+    return Response(stored_blob(record), status_code=201 if outcome.created else 200, media_type=JSON, headers=headers)
 
 
 def _wants_raw(request: AnyRequest) -> bool:
@@ -74,10 +119,17 @@ def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
     return "*" in tags or record.etag in tags
 
 
-@post("/v1/blobs", status_code=201)
-async def store_json(request: AnyRequest) -> Response[bytes]:
-    service = _service(request)
-    limit = _settings(request).max_json_blob_size
+@post(
+    "/v1/blobs",
+    status_code=201,
+    summary="Store a blob (JSON, Base64)",
+    operation_class=StoreJsonOperation,
+    responses=_STORE_RESPONSES,
+    response_headers=[_ETAG, _LOCATION],
+)
+async def store_json(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
+    """201 the first time; 200 with the original answer for the same bytes; 409 for other bytes."""
+    limit = settings.max_json_blob_size
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
     try:
         payload = _store_request.decode(body)
@@ -93,11 +145,18 @@ async def store_json(request: AnyRequest) -> Response[bytes]:
     return _stored(outcome)
 
 
-@put("/v1/blobs/{blob_path:path}", status_code=201)
-async def store_raw(request: AnyRequest) -> Response[bytes]:
-    service = _service(request)
+@put(
+    BLOB_PATH,
+    status_code=201,
+    summary="Store a blob (raw bytes, streamed)",
+    operation_class=StoreRawOperation,
+    responses=_STORE_RESPONSES,
+    response_headers=[_ETAG, _LOCATION],
+)
+async def store_raw(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
+    """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified."""
     blob_id = id_from_request(request)
-    limit = _settings(request).max_blob_size
+    limit = settings.max_blob_size
     check_declared_length(request, limit)
     outcome = await service.store(
         blob_id, body_stream(request), max_size=limit, expected_sha256=expected_sha256(request)
@@ -105,16 +164,26 @@ async def store_raw(request: AnyRequest) -> Response[bytes]:
     return _stored(outcome)
 
 
-@get("/v1/blobs/{blob_path:path}")
-async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
-    service = _service(request)
+@get(
+    BLOB_PATH,
+    summary="Retrieve a blob (JSON, or raw with Accept: application/octet-stream)",
+    operation_class=RetrieveOperation,
+    responses={
+        200: json_body(BlobWithData, "JSON by default; the raw bytes for `Accept: application/octet-stream`."),
+        206: raw("Raw only: the single `Range` asked for, with `Content-Range`."),
+        304: no_body("Raw only: `If-None-Match` names the current `ETag`."),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        416: UNSATISFIABLE,
+        503: UNAVAILABLE,
+    },
+    response_headers=_RAW_HEADERS,
+)
+async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | Stream:
     record = await service.retrieve.stat(id_from_request(request))
     if not _wants_raw(request):
-        data = await service.retrieve.read_all(record)
-        encoded = base64.b64encode(data).decode("ascii")
-        del data
-        body = BlobWithData(record.id, encoded, str(record.size), timestamp(record.created_at))
-        return _json(body, headers={"ETag": record.etag})
+        return await _json_answer(service, record)
     headers = _raw_headers(record)
     if _not_modified(request, record):
         del headers["Content-Length"]
@@ -127,6 +196,28 @@ async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{record.size}"
     chunks = await _primed(service.retrieve.stream_range(record, start, end))
     return Stream(chunks, status_code=206, media_type=OCTET_STREAM, headers=headers)
+
+
+async def _json_answer(service: DriveService, record: BlobRecord) -> Response[bytes] | Stream:
+    """The seed's JSON body; streamed for large blobs so memory stays flat whatever the size.
+
+    A damaged blob is refused with 503 when that is found before the first byte goes out
+    (always, up to ``WHOLE_JSON_MAX``); later, the response is cut short instead.
+    """
+    headers = {"ETag": record.etag}
+    if record.size <= WHOLE_JSON_MAX:
+        data = await service.retrieve.read_all(record)
+        encoded = msgspec.json.encode(
+            BlobWithData(record.id, _base64(data), str(record.size), timestamp(record.created_at))
+        )
+        return Response(encoded, media_type=JSON, headers=headers)
+    streamed = BlobWithDataStream(record, await _primed(service.retrieve.stream(record)))
+    headers["Content-Length"] = str(streamed.length)
+    return Stream(streamed, media_type=JSON, headers=headers)
+
+
+def _base64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -148,9 +239,21 @@ async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return rest()
 
 
-@head("/v1/blobs/{blob_path:path}")
-async def retrieve_head(request: AnyRequest) -> Response[None]:
-    record = await _service(request).retrieve.stat(id_from_request(request))
+@head(
+    BLOB_PATH,
+    summary="The raw GET's headers, no body",
+    operation_class=BlobOperation,
+    responses={
+        304: no_body("`If-None-Match` names the current `ETag`."),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        503: UNAVAILABLE,
+    },
+    response_headers=[*_RAW_HEADERS, ResponseHeader(name="Content-Length", documentation_only=True)],
+)
+async def retrieve_head(request: AnyRequest, service: Service) -> Response[None]:
+    record = await service.retrieve.stat(id_from_request(request))
     headers = _raw_headers(record)
     if _not_modified(request, record):
         del headers["Content-Length"]
@@ -163,28 +266,48 @@ def _headers_only(status: int, headers: dict[str, str]) -> Response[None]:
     return cast("Response[None]", Response(b"", status_code=status, media_type=OCTET_STREAM, headers=headers))
 
 
-@delete("/v1/blobs/{blob_path:path}", status_code=204)
-async def remove(request: AnyRequest) -> None:
-    await _service(request).delete(id_from_request(request))
+@delete(
+    BLOB_PATH,
+    status_code=204,
+    summary="Delete a blob",
+    operation_class=BlobOperation,
+    responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 503: UNAVAILABLE},
+)
+async def remove(request: AnyRequest, service: Service) -> None:
+    """After 204 the id is free to be stored again."""
+    await service.delete(id_from_request(request))
 
 
-@get("/v1/blobs")
-async def list_blobs(request: AnyRequest) -> Response[bytes]:
-    params = request.query_params
-    prefix = params.get("prefix") or ""
-    raw_limit = params.get("limit")
-    if raw_limit is None or raw_limit == "":
-        limit = 100
-    elif raw_limit.isdigit():
-        limit = int(raw_limit)
-    else:
-        raise InvalidRequest("limit must be a whole number between 1 and 1000")
-    page = await _service(request).list(prefix, limit, params.get("cursor") or None)
-    return _json(BlobList([stored_blob(r) for r in page.items], page.next_cursor))
+@get(
+    "/v1/blobs",
+    summary="List blobs by id, a page at a time",
+    responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE},
+)
+async def list_blobs(
+    service: Service,
+    prefix: Annotated[str, Parameter(description="only ids starting with these characters")] = "",
+    limit: Annotated[str, Parameter(description="page size, 1 to 1000", schema_extra=_LIMIT_SCHEMA)] = "",
+    cursor: Annotated[
+        str,
+        Parameter(
+            description="`next_cursor` of the previous page (opaque); empty or absent for the first page",
+            pattern="^[A-Za-z0-9_-]*$",
+            max_length=_CURSOR_MAX,
+        ),
+    ] = "",
+) -> BlobList:
+    """Ids in ascending byte order with their metadata; ``next_cursor`` is null on the last page."""
+    page = await service.list(prefix, _page_size(limit), cursor or None)
+    return BlobList([stored_blob(r) for r in page.items], page.next_cursor)
 
 
-def _settings(request: AnyRequest) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+def _page_size(limit: str) -> int:
+    """ASCII digits only (``int`` also takes ``1_0`` and Arabic-Indic digits), and short before converting."""
+    if not limit:
+        return DEFAULT_PAGE
+    if len(limit) > 4 or not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(limit)
 
 
 route_handlers = [store_json, list_blobs, store_raw, retrieve, retrieve_head, remove]

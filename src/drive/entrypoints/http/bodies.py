@@ -18,9 +18,9 @@ def check_declared_length(request: AnyRequest, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise InvalidRequest("Content-Length is not a number")
-    if int(declared) > limit:
+    if len(declared) > len(str(limit)) or int(declared) > limit:
         raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes")
 
 

@@ -6,7 +6,7 @@ import logging
 
 import msgspec
 from litestar import Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from drive.domain.errors import ConfigurationError, DriveError
@@ -46,11 +46,13 @@ _MESSAGES = {
 
 
 class ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
+    code: str  # one of the contract's codes (plus ``method_not_allowed``)
+    message: str  # for people; never a path, a query, SQL or a credential
 
 
 class ErrorBody(msgspec.Struct):
+    """Every 4xx and 5xx answer: ``{"error": {"code": ..., "message": ...}}``."""
+
     error: ErrorDetail
 
 
@@ -84,12 +86,25 @@ def _http_error(_request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     code = _CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_request")
     # Framework messages are safe but terse; validation details name the field at fault.
     message = _MESSAGES.get(code, "request failed")
-    if status == 400 and exc.detail and exc.detail != "Bad Request":
+    if isinstance(exc, ValidationException):
+        message = _validation_message(exc) or message
+    elif status == 400 and exc.detail and exc.detail != "Bad Request":
         message = str(exc.detail)
     headers = dict(exc.headers or {})
     if status == 405:
         headers = {k: v for k, v in headers.items() if k.lower() == "allow"}
     return error_response(status, code, message, headers)
+
+
+def _validation_message(exc: ValidationException) -> str | None:
+    """Which query parameter failed and why (Litestar's detail repeats the whole URL)."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    parts = [
+        f"{problem.get('key')}: {problem.get('message')}"
+        for problem in problems
+        if isinstance(problem, dict) and problem.get("key") and problem.get("message")
+    ]
+    return "; ".join(parts)[:500] or None
 
 
 def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:

@@ -6,7 +6,15 @@ import re
 
 from drive.domain.errors import RangeNotSatisfiable
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only: ``\d`` also matches superscripts, which ``int`` refuses, and other scripts' digits.
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# Longer numbers are past any blob; capping them keeps ``int`` away from thousands of digits.
+_MAX_DIGITS = 19
+_BEYOND = 10**_MAX_DIGITS
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
 class Unsatisfiable(RangeNotSatisfiable):
@@ -30,14 +38,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last n bytes
-        length = int(last)
+        length = _number(last)
         if length == 0 or size == 0:
             raise Unsatisfiable(size)
         return max(size - length, 0), size
-    start = int(first)
-    if last and int(last) < start:
+    start = _number(first)
+    if last and _number(last) < start:
         return None
     if start >= size:
         raise Unsatisfiable(size)
-    end = size if not last else min(int(last) + 1, size)
+    end = size if not last else min(_number(last) + 1, size)
     return start, end

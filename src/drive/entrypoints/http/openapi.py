@@ -1,0 +1,146 @@
+"""What the generated OpenAPI document cannot infer from the handlers' signatures.
+
+The store routes read their bodies themselves (the size limit applies while reading, and
+the raw body is a stream), so Litestar sees no ``data`` parameter; their request bodies are
+declared here. Error answers all share the contract's body (``ErrorBody``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityRequirement,
+    SecurityScheme,
+)
+
+from drive.entrypoints.http.errors import ErrorBody
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+BEARER: SecurityRequirement = {"bearer": []}
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "bearer": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="`Authorization: Bearer <token>`; a `read` token may only GET and HEAD.",
+    )
+}
+
+_STORE_REQUEST = Schema(
+    title="StoreRequest",
+    type=OpenAPIType.OBJECT,
+    required=["id", "data"],
+    properties={
+        "id": Schema(
+            type=OpenAPIType.STRING,
+            description="1 to 1024 bytes of UTF-8, no control characters; kept exactly as sent.",
+            min_length=1,
+            max_length=1024,
+        ),
+        "data": Schema(
+            type=OpenAPIType.STRING,
+            content_encoding="base64",
+            description='Strict standard Base64 (RFC 4648 §4): padding required, no whitespace; `""` is empty.',
+        ),
+    },
+    description="Unknown extra fields are ignored.",
+)
+_BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+
+# Litestar replaces ``components.schemas`` with the ones it generates: only the schemes survive.
+COMPONENTS = Components(security_schemes=SECURITY_SCHEMES)
+
+
+_ID = Parameter(
+    name="id",
+    param_in="path",
+    required=True,
+    schema=Schema(type=OpenAPIType.STRING),
+    description=(
+        "The blob's id, percent-encoded; `/` may be sent as is or as `%2F`."
+        " Taken from the raw path and decoded once, never normalised (send `.` and `..` as `%2E`)."
+    ),
+)
+
+
+@dataclass
+class BlobOperation(Operation):
+    """An operation on ``/v1/blobs/{id}``: the id is any string, not the URI Litestar infers from ``:path``."""
+
+    def __post_init__(self) -> None:
+        self.parameters = [_ID if not isinstance(p, Reference) and p.name == "id" else p for p in self.parameters or []]
+
+
+def _with_request_body(media_type: str, schema: Schema | Reference, description: str) -> RequestBody:
+    return RequestBody(content={media_type: OpenAPIMediaType(schema=schema)}, description=description, required=True)
+
+
+@dataclass
+class StoreJsonOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _with_request_body(JSON, _STORE_REQUEST, "The id and the blob's bytes in Base64.")
+
+
+@dataclass
+class StoreRawOperation(BlobOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.request_body = _with_request_body(OCTET_STREAM, _BINARY, "The blob's bytes, streamed.")
+
+
+@dataclass
+class RetrieveOperation(BlobOperation):
+    """The JSON answer, or the raw bytes for ``Accept: application/octet-stream``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        responses = self.responses or {}
+        ok, partial = responses.get("200"), responses.get("206")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content[OCTET_STREAM] = OpenAPIMediaType(schema=_BINARY)
+        if isinstance(partial, OpenAPIResponse):
+            partial.content = {OCTET_STREAM: OpenAPIMediaType(schema=_BINARY)}
+
+
+def json_body(container: type[msgspec.Struct], description: str) -> ResponseSpec:
+    return ResponseSpec(container, description=description, generate_examples=False)
+
+
+def error(description: str) -> ResponseSpec:
+    return json_body(ErrorBody, description)
+
+
+def raw(description: str) -> ResponseSpec:
+    """Raw bytes (the schema is made ``format: binary`` by ``RetrieveOperation``)."""
+    return ResponseSpec(bytes, description=description, media_type=OCTET_STREAM, generate_examples=False)
+
+
+def no_body(description: str) -> ResponseSpec:
+    return ResponseSpec(None, description=description, generate_examples=False)
+
+
+BAD_REQUEST = error("`invalid_request`, `invalid_id`, `invalid_base64` or `checksum_mismatch`")
+UNAUTHORIZED = error("`unauthorized`: no, malformed or unknown bearer token (with `WWW-Authenticate: Bearer`)")
+FORBIDDEN = error("`forbidden`: the token's scope does not allow writing")
+NOT_FOUND = error("`not_found`: no committed blob has that id")
+CONFLICT = error("`conflict`: the id holds different bytes already; the stored blob is untouched")
+TOO_LARGE = error("`payload_too_large`: over the configured size limit; nothing is stored")
+UNSATISFIABLE = error("`range_not_satisfiable`: the range starts outside the blob (with `Content-Range: bytes */size`)")
+UNAVAILABLE = error(
+    "`storage_unavailable`: a backend or the metadata store failed, or the bytes fail their checksum;"
+    " retrying later is safe (with `Retry-After`)"
+)

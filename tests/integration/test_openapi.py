@@ -1,0 +1,133 @@
+"""The served OpenAPI document matches docs/API.md's route table, and documents bodies and auth."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dependency_injector import providers
+from litestar.testing import TestClient
+
+from drive.container import Container
+from drive.entrypoints.http.app import create_app
+from drive.settings import Settings
+from tests.integration.live import base_env
+
+API_MD = Path(__file__).resolve().parents[2] / "docs" / "API.md"
+METHODS = {"get", "put", "post", "delete", "head", "patch", "options"}
+ERROR_REF = "#/components/schemas/ErrorBody"
+
+
+@pytest.fixture(scope="module")
+def openapi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    container = Container()
+    container.settings.override(providers.Object(Settings.from_env(base_env(tmp_path_factory.mktemp("openapi")))))
+    with TestClient(create_app(container)) as client:
+        response = client.get("/docs/openapi.json")  # no token: the document is public
+        assert response.status_code == 200
+        yield response.json()
+
+
+def documented_table() -> set[tuple[str, str, int]]:
+    """(method, path, status) from the one table in docs/API.md headed ``| method | path | statuses |``."""
+    lines = API_MD.read_text(encoding="utf-8").splitlines()
+    header = [i for i, line in enumerate(lines) if re.fullmatch(r"\|\s*method\s*\|\s*path\s*\|\s*statuses\s*\|", line)]
+    assert len(header) == 1, "docs/API.md must have exactly one method/path/statuses table"
+    rows: set[tuple[str, str, int]] = set()
+    for line in lines[header[0] + 2 :]:
+        if not line.startswith("|"):
+            break
+        method, path, statuses = (cell.strip() for cell in line.strip("|").split("|"))
+        for status in statuses.split(","):
+            rows.add((method.upper(), path, int(status)))
+    return rows
+
+
+def served_table(openapi: dict[str, Any]) -> set[tuple[str, str, int]]:
+    return {
+        (method.upper(), path, int(status))
+        for path, item in openapi["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+        for status in operation["responses"]
+    }
+
+
+def operations(openapi: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield method.upper(), path, operation
+
+
+def test_routes_and_statuses_match_the_docs_both_ways(openapi: dict[str, Any]) -> None:
+    documented, served = documented_table(), served_table(openapi)
+    assert len(documented) > 30
+    assert served - documented == set(), "served but not in docs/API.md"
+    assert documented - served == set(), "in docs/API.md but not served"
+
+
+def test_every_error_status_uses_the_contract_error_body(openapi: dict[str, Any]) -> None:
+    for method, path, operation in operations(openapi):
+        for status, response in operation["responses"].items():
+            if int(status) >= 400:
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": ERROR_REF}, (method, path, status)
+    body = openapi["components"]["schemas"]["ErrorBody"]
+    assert body["required"] == ["error"]
+    detail = openapi["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["properties"]) == {"code", "message"}
+
+
+def test_bearer_scheme_guards_every_v1_operation(openapi: dict[str, Any]) -> None:
+    assert openapi["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": openapi["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for method, path, operation in operations(openapi):
+        assert path.startswith("/v1/"), path  # probes and metrics stay out of the document
+        assert operation["security"] == [{"bearer": []}], (method, path)
+        assert "401" in operation["responses"], (method, path)
+
+
+def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
+    paths = openapi["paths"]
+    json_body = paths["/v1/blobs"]["post"]["requestBody"]
+    assert json_body["required"] is True
+    store_request = json_body["content"]["application/json"]["schema"]
+    assert store_request["type"] == "object"
+    assert store_request["required"] == ["id", "data"]
+    assert store_request["properties"]["data"]["contentEncoding"] == "base64"
+
+    raw_body = paths["/v1/blobs/{id}"]["put"]["requestBody"]
+    assert raw_body["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+    retrieve = paths["/v1/blobs/{id}"]["get"]["responses"]
+    assert retrieve["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BlobWithData"}
+    assert retrieve["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
+    assert set(retrieve["206"]["content"]) == {"application/octet-stream"}
+    assert "content" not in retrieve["304"]
+    blob = openapi["components"]["schemas"]["BlobWithData"]
+    assert list(blob["properties"]) == ["id", "data", "size", "created_at"]
+
+    for status in ("200", "201"):
+        stored = paths["/v1/blobs"]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        assert stored == {"$ref": "#/components/schemas/StoredBlob"}
+    assert "Location" in paths["/v1/blobs"]["post"]["responses"]["201"]["headers"]
+
+
+def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
+    listing = {p["name"]: p for p in openapi["paths"]["/v1/blobs"]["get"]["parameters"]}
+    assert set(listing) == {"prefix", "limit", "cursor"}
+    assert all(p["in"] == "query" and not p["required"] for p in listing.values())
+    limit = listing["limit"]["schema"]
+    assert (limit["type"], limit["minimum"], limit["maximum"], limit["default"]) == ("integer", 1, 1000, 100)
+    for method, path, operation in operations(openapi):
+        if "{id}" in path:
+            (blob_id,) = operation["parameters"]
+            assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("id", "path", True), (method, path)
+            assert blob_id["schema"] == {"type": "string"}
