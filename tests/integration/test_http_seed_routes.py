@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from tests.integration.live import AUTH, READ_TOKEN, LiveServer
@@ -254,3 +255,84 @@ async def test_48_concurrent_posts_of_one_id_have_exactly_one_winner(fs_server: 
         assert base64.b64decode(fetched["data"]).startswith(b"writer ")
     root: Path = fs_server.root  # type: ignore[attr-defined]
     assert not list((root / "blobs" / "staging").iterdir())
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%C2%B2",  # superscript two: str.isdigit() says yes, int() says no
+        "limit=%D9%A1",  # Arabic-Indic one: int() would read it as 1
+        "limit=" + "9" * 5000,  # more digits than int() converts
+        "limit=0",
+        "limit=1001",
+        "limit=5.0",
+        "limit=+5",
+        "limit=-1",
+        "limit=1e2",
+        "limit=1_0",
+        "cursor=%C3%A9",
+        "cursor=%%%",
+        "cursor=%FF",
+        "cursor=" + "A" * 5000,
+        "cursor=A",  # not Base64 of anything
+    ],
+)
+def test_malformed_list_parameters_get_the_contract_400(fs_server: LiveServer, query: str) -> None:
+    with fs_server.client(headers=AUTH) as client:
+        response = client.get("/v1/blobs?" + query)
+        assert_error(response, 400, "invalid_request")
+        assert query[:40] not in response.text  # the message names the parameter, it does not echo the URL
+
+
+def test_list_pages_with_declared_parameters(fs_server: LiveServer) -> None:
+    prefix = uid("list-") + "/"
+    ids = sorted(prefix + name for name in ("a", "b", "c", "é", "z z"))
+    with fs_server.client(headers=AUTH) as client:
+        for blob_id in ids:
+            assert client.post("/v1/blobs", json={"id": blob_id, "data": SEED_DATA}).status_code == 201
+        seen: list[str] = []
+        cursor = ""  # an empty cursor is the first page, as an absent one
+        while True:
+            page = client.get("/v1/blobs", params={"prefix": prefix, "limit": "2", "cursor": cursor})
+            assert page.status_code == 200, page.text
+            body = page.json()
+            assert len(body["items"]) <= 2
+            assert all(set(item) == {"id", "size", "created_at", "sha256"} for item in body["items"])
+            seen += [item["id"] for item in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            cursor = body["next_cursor"]
+        assert seen == sorted(ids, key=lambda i: i.encode())
+        everything = client.get("/v1/blobs", params={"prefix": prefix, "limit": ""}).json()  # empty: the default
+        assert [item["id"] for item in everything["items"]] == seen
+
+
+def test_absurdly_long_range_numbers_are_served_not_500(fs_server: LiveServer) -> None:
+    blob_id = uid("range-")
+    data = os.urandom(1000)
+    huge = "9" * 5000
+    with fs_server.client(headers={**AUTH, "Accept": "application/octet-stream"}) as client:
+        assert client.put(url_of(blob_id), content=data).status_code == 201
+        start_past_end = client.get(url_of(blob_id), headers={"Range": f"bytes={huge}-"})
+        assert_error(start_past_end, 416, "range_not_satisfiable")
+        assert start_past_end.headers["content-range"] == "bytes */1000"
+        to_far_end = client.get(url_of(blob_id), headers={"Range": f"bytes=10-{huge}"})
+        assert (to_far_end.status_code, to_far_end.content) == (206, data[10:])
+        last_many = client.get(url_of(blob_id), headers={"Range": f"bytes=-{huge}"})
+        assert (last_many.status_code, last_many.content) == (206, data)
+
+
+@pytest.mark.parametrize("size", [4 * 1024 * 1024 + 1, 5 * 1024 * 1024 + 2, 9 * 1024 * 1024])
+def test_large_json_get_is_streamed_byte_for_byte(fs_server: LiveServer, size: int) -> None:
+    blob_id = uid('big "quoted"\\é/') + str(size)
+    data = os.urandom(size)
+    with fs_server.client(headers=AUTH) as client:
+        assert client.put(url_of(blob_id), content=data).status_code == 201
+        fetched = client.get(url_of(blob_id))
+        assert fetched.status_code == 200
+        created_at = fetched.json()["created_at"]
+        expected = {"id": blob_id, "data": base64.b64encode(data).decode(), "size": str(size), "created_at": created_at}
+        assert fetched.content == msgspec.json.encode(expected)  # same bytes as the whole-body answer
+        assert fetched.headers["content-length"] == str(len(fetched.content))
+        assert fetched.headers["content-type"] == "application/json"
+        assert fetched.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'

@@ -103,10 +103,10 @@ def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
     assert store_request["required"] == ["id", "data"]
     assert store_request["properties"]["data"]["contentEncoding"] == "base64"
 
-    raw_body = paths["/v1/blobs/{id}"]["put"]["requestBody"]
+    raw_body = paths["/v1/blobs/{blob_path}"]["put"]["requestBody"]
     assert raw_body["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
-    retrieve = paths["/v1/blobs/{id}"]["get"]["responses"]
+    retrieve = paths["/v1/blobs/{blob_path}"]["get"]["responses"]
     assert retrieve["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BlobWithData"}
     assert retrieve["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
     assert set(retrieve["206"]["content"]) == {"application/octet-stream"}
@@ -127,7 +127,7 @@ def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
     limit = listing["limit"]["schema"]
     assert (limit["type"], limit["minimum"], limit["maximum"], limit["default"]) == ("integer", 1, 1000, 100)
     for method, path, operation in operations(openapi):
-        if "{id}" in path:
+        if path != "/v1/blobs":
             (blob_id,) = operation["parameters"]
-            assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("id", "path", True), (method, path)
+            assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("blob_path", "path", True), (method, path)
             assert blob_id["schema"] == {"type": "string"}

@@ -72,7 +72,8 @@ _LIMIT_SCHEMA = {"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_PAGE,
 # A cursor is an id (at most 1024 bytes) in unpadded URL-safe Base64.
 _CURSOR_MAX = 4 * math.ceil(1024 / 3)
 
-BLOB_PATH = "/v1/blobs/{id:path}"
+# The parameter keeps its name (and so the `route` label of the metrics); it is the percent-encoded id.
+BLOB_PATH = "/v1/blobs/{blob_path:path}"
 _ETAG = ResponseHeader(name="ETag", description="the quoted SHA-256 hex of the bytes", documentation_only=True)
 _LOCATION = ResponseHeader(name="Location", description="`/v1/blobs/<percent-encoded id>`", documentation_only=True)
 _RAW_HEADERS = [

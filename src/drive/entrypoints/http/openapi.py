@@ -66,7 +66,7 @@ COMPONENTS = Components(security_schemes=SECURITY_SCHEMES)
 
 
 _ID = Parameter(
-    name="id",
+    name="blob_path",
     param_in="path",
     required=True,
     schema=Schema(type=OpenAPIType.STRING),
@@ -79,10 +79,12 @@ _ID = Parameter(
 
 @dataclass
 class BlobOperation(Operation):
-    """An operation on ``/v1/blobs/{id}``: the id is any string, not the URI Litestar infers from ``:path``."""
+    """An operation on one blob: its id is any string, not the URI Litestar infers from ``:path``."""
 
     def __post_init__(self) -> None:
-        self.parameters = [_ID if not isinstance(p, Reference) and p.name == "id" else p for p in self.parameters or []]
+        self.parameters = [
+            _ID if not isinstance(p, Reference) and p.name == _ID.name else p for p in self.parameters or []
+        ]
 
 
 def _with_request_body(media_type: str, schema: Schema | Reference, description: str) -> RequestBody:
