@@ -13,7 +13,7 @@ from dependency_injector import containers, providers
 
 from drive.adapters.fs import FilesystemBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
-from drive.adapters.sql_metadata import SqlMetadataRepository
+from drive.adapters.metadata_store import sql_metadata_repository
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
 from drive.domain.errors import ConfigurationError
@@ -76,7 +76,7 @@ def _configured(settings: Settings, build: Callable[[str], BlobRepository]) -> B
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
 
-    metadata = providers.Singleton(SqlMetadataRepository, url=settings.provided.database_url)
+    metadata = providers.Singleton(sql_metadata_repository, url=settings.provided.database_url)
 
     blob_repositories: providers.Aggregate[BlobRepository] = providers.Aggregate(
         fs=providers.Singleton(FilesystemBlobRepository, base_path=settings.provided.fs_base_path),

@@ -62,16 +62,21 @@ class FilesystemBlobRepository:
         handle: IO[bytes] | None = None
         written = 0
         try:
-            # One worker-thread hop per chunk: the file is created with the first one and
-            # sealed (fsync, close, rename, directory fsync) in one hop at the end.
-            async for chunk in chunks:
-                if handle is None:
-                    handle = await anyio.to_thread.run_sync(_create, staging, chunk)
-                else:
-                    await anyio.to_thread.run_sync(handle.write, chunk)
+            # Worker-thread hops cost more than a small write: a body of one chunk is written,
+            # fsynced and published in one hop; a longer one takes a hop per chunk, the file
+            # created with the first and sealed (fsync, close, rename, directory fsync) with the last.
+            iterator = aiter(chunks)
+            first = await anext(iterator, b"")
+            second = await anext(iterator, None)
+            if second is None:
+                await anyio.to_thread.run_sync(_write_whole, staging, final, first)
+                return len(first)
+            handle = await anyio.to_thread.run_sync(_create, staging, first + second)
+            written = len(first) + len(second)
+            del first, second
+            async for chunk in iterator:
+                await anyio.to_thread.run_sync(handle.write, chunk)
                 written += len(chunk)
-            if handle is None:
-                handle = await anyio.to_thread.run_sync(_create, staging, b"")
             sealing, handle = handle, None
             await anyio.to_thread.run_sync(_seal_and_publish, sealing, staging, final)
         except BaseException as exc:
@@ -158,6 +163,10 @@ def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
     final.parent.mkdir(exist_ok=True)
     os.replace(staging, final)
     _fsync_dir(final.parent)
+
+
+def _write_whole(staging: Path, final: Path, data: bytes) -> None:
+    _seal_and_publish(_create(staging, data), staging, final)
 
 
 def _discard(handle: IO[bytes] | None, staging: Path) -> None:
