@@ -13,10 +13,11 @@ from typing import cast
 import anyio
 import pytest
 
-import drive.adapters.ftp as ftp_module
+import drive.adapters.ftp.pool as ftp_pool
 from drive.adapters.ftp import FtpBlobRepository
 from drive.domain.errors import PayloadTooLarge, StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository
+from drive.settings import FtpSettings
 from tests.integration.servers.ftp import FtpServer, make_ftp_repository
 
 # The session's ``ftp_server`` / ``ftps_server`` fixtures come from tests/integration/conftest.py.
@@ -226,7 +227,7 @@ async def test_cancelled_write_leaves_nothing(repo: FtpBlobRepository, server: F
 @pytest.mark.anyio
 async def test_connections_are_reused(server: FtpServer, base_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Also go through the idle check (NOOP before reuse) on every checkout.
-    monkeypatch.setattr(ftp_module, "_PING_AFTER_IDLE", 0.0)
+    monkeypatch.setattr(ftp_pool, "PING_AFTER_IDLE", 0.0)
     before = server.logins
     repository = make_ftp_repository(server, base_dir=base_dir)
     await repository.open()
@@ -250,7 +251,7 @@ async def test_dead_pooled_connection_is_replaced(
 ) -> None:
     # Pretend the pool cannot see the hang-up yet (a restart a moment ago): the first
     # exchange fails on the pooled connection and is retried once on a new one.
-    monkeypatch.setattr(ftp_module, "_looks_closed", lambda client: False)
+    monkeypatch.setattr(ftp_pool, "looks_closed", lambda client: False)
     repository = make_ftp_repository(server, base_dir=base_dir)
     await repository.open()
     key = new_key()
@@ -370,7 +371,7 @@ async def test_silent_server_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(5)
         port = listener.getsockname()[1]
-        repository = FtpBlobRepository(host="127.0.0.1", port=port, timeout=1.0)
+        repository = FtpBlobRepository(FtpSettings(host="127.0.0.1", port=port, timeout=1.0))
         started = time.monotonic()
         with pytest.raises(StorageUnavailable, match="FTP_HOST/FTP_PORT"):
             await repository.open()
