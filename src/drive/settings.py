@@ -29,9 +29,11 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class _EnvStruct(msgspec.Struct, frozen=True, kw_only=True):
-    """Settings whose ``repr`` leaves out the fields named in ``_secrets``."""
+    """Settings read from variables named after their fields; ``repr`` leaves out ``_secrets``."""
 
     _secrets: ClassVar[frozenset[str]] = frozenset()
+    # Fields worked out from several variables rather than read from one.
+    _derived: ClassVar[frozenset[str]] = frozenset()
 
     def __repr__(self) -> str:
         shown = (f"{name}={getattr(self, name)!r}" for name in self.__struct_fields__ if name not in self._secrets)
@@ -70,8 +72,7 @@ class FtpSettings(_EnvStruct, frozen=True, rename=lambda name: f"FTP_{name.upper
 class Settings(_EnvStruct, frozen=True, rename="upper"):
     # Database URLs may carry a password.
     _secrets = frozenset({"tokens", "database_url", "blob_database_url"})
-    # Worked out in ``from_env`` from several variables rather than read from one.
-    _derived: ClassVar[frozenset[str]] = frozenset({"tokens", "backends", "s3", "ftp"})
+    _derived = frozenset({"tokens", "backends", "s3", "ftp"})
 
     tokens: Mapping[str, Scope] = msgspec.field(default_factory=dict)
     storage: str = "fs"
@@ -109,7 +110,7 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
         enabled |= {"fs"} if "FS_BASE_PATH" in env else set()
         enabled |= {"db"} if "BLOB_DATABASE_URL" in env else set()
         enabled |= {name for name, part in (("s3", s3), ("ftp", ftp)) if part is not None}
-        read = _read(cls, env, because="")
+        read = _read(cls, env)
         return msgspec.structs.replace(
             read,
             tokens=tokens,
@@ -125,10 +126,12 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
 _S = TypeVar("_S", bound=_EnvStruct)
 
 
-def _read(kind: type[_S], env: Mapping[str, str], *, because: str) -> _S:
-    """The fields of ``kind`` from their variables; a failure names the variable."""
-    derived: frozenset[str] = getattr(kind, "_derived", frozenset())
-    fields = {field.encode_name: field for field in msgspec.structs.fields(kind) if field.name not in derived}
+def _read(kind: type[_S], env: Mapping[str, str], *, because: str = "") -> _S:
+    """The fields of ``kind`` from their variables; a failure names the variable.
+
+    ``because`` says when a required field is required.
+    """
+    fields = {field.encode_name: field for field in msgspec.structs.fields(kind) if field.name not in kind._derived}
     values: dict[str, Any] = {name: env[name] for name in fields if name in env}
     for name, value in values.items():
         if fields[name].type is bool:  # msgspec knows true/false/1/0 only
