@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MIB = 1024 * 1024
 

@@ -32,40 +32,17 @@ def _db_backend(settings: Settings) -> BlobRepository:
 def _s3_backend(settings: Settings) -> BlobRepository:
     from drive.adapters.s3 import S3BlobRepository
 
-    s3 = settings.s3
-    if s3 is None:
+    if settings.s3 is None:
         raise ConfigurationError("S3_BUCKET is required when the s3 backend is enabled")
-    return S3BlobRepository(
-        bucket=s3.bucket,
-        region=s3.region,
-        endpoint=s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        session_token=s3.session_token,
-        force_path_style=s3.force_path_style,
-        prefix=s3.prefix,
-        timeout=s3.timeout,
-    )
+    return S3BlobRepository(settings.s3)
 
 
 def _ftp_backend(settings: Settings) -> BlobRepository:
     from drive.adapters.ftp import FtpBlobRepository
 
-    ftp = settings.ftp
-    if ftp is None:
+    if settings.ftp is None:
         raise ConfigurationError("FTP_HOST is required when the ftp backend is enabled")
-    return FtpBlobRepository(
-        host=ftp.host,
-        port=ftp.port,
-        user=ftp.user,
-        password=ftp.password,
-        tls=ftp.tls,
-        base_dir=ftp.base_dir,
-        timeout=ftp.timeout,
-        ca_file=ftp.ca_file,
-        verify=ftp.verify,
-        pool_size=ftp.pool_size,
-    )
+    return FtpBlobRepository(settings.ftp)
 
 
 def _configured(settings: Settings, build: Callable[[str], BlobRepository]) -> Backends:

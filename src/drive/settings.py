@@ -1,54 +1,80 @@
 """Settings from the environment, with the seed's variable names.
 
-Every problem is reported as one ``ConfigurationError`` line naming the variable,
-never its value (values may be secrets).
+Each setting is declared once, with its default, as a field of a ``msgspec.Struct``
+whose encoded name is its variable; ``msgspec.convert`` (lax, so ``"21"`` becomes 21)
+reads them. An empty variable counts as unset. Every problem is reported as one
+``ConfigurationError`` line naming the variable, never its value (values may be secrets).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import msgspec
 
 from drive.domain.errors import ConfigurationError
 
 Scope = Literal["read", "read-write"]
 BACKEND_NAMES = ("fs", "db", "s3", "ftp")
+MIN_TOKEN_LENGTH = 16
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
-@dataclass(frozen=True, slots=True)
-class S3Settings:
+class _EnvStruct(msgspec.Struct, frozen=True, kw_only=True):
+    """Settings read from variables named after their fields; ``repr`` leaves out ``_secrets``."""
+
+    _secrets: ClassVar[frozenset[str]] = frozenset()
+    # Fields worked out from several variables rather than read from one.
+    _derived: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        shown = (f"{name}={getattr(self, name)!r}" for name in self.__struct_fields__ if name not in self._secrets)
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class S3Settings(_EnvStruct, frozen=True, rename=lambda name: f"S3_{name.upper()}"):
+    _secrets = frozenset({"secret_key", "session_token"})
+
     bucket: str
     region: str = "us-east-1"
     endpoint: str | None = None
     access_key: str | None = None
-    secret_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
+    secret_key: str | None = None
+    session_token: str | None = None
     force_path_style: bool = False
     prefix: str = ""
-    timeout: float = 30.0
+    timeout: PositiveFloat = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class FtpSettings:
+class FtpSettings(_EnvStruct, frozen=True, rename=lambda name: f"FTP_{name.upper()}"):
+    _secrets = frozenset({"password"})
+
     host: str
-    port: int = 21
+    port: PositiveInt = 21
     user: str = "anonymous"
-    password: str = field(default="", repr=False)
+    password: str = ""
     tls: bool = False
     base_dir: str = "/"
-    timeout: float = 30.0
+    timeout: PositiveFloat = 30.0
     ca_file: str | None = None
-    verify: bool = True
-    pool_size: int = 4
+    verify: bool = msgspec.field(default=True, name="FTP_TLS_VERIFY")
+    pool_size: PositiveInt = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    tokens: Mapping[str, Scope] = field(repr=False)
+class Settings(_EnvStruct, frozen=True, rename="upper"):
+    # Database URLs may carry a password.
+    _secrets = frozenset({"tokens", "database_url", "blob_database_url"})
+    _derived = frozenset({"tokens", "backends", "s3", "ftp"})
+
+    tokens: Mapping[str, Scope] = msgspec.field(default_factory=dict)
     storage: str = "fs"
     backends: tuple[str, ...] = ("fs",)
     database_url: str = "sqlite:///./data/metadata.db"
@@ -56,131 +82,99 @@ class Settings:
     fs_base_path: str = "./data/blobs"
     s3: S3Settings | None = None
     ftp: FtpSettings | None = None
-    max_blob_size: int = 5 * 1024**3
-    max_json_blob_size: int = 32 * 1024**2
-    upload_lease_seconds: float = 60.0
-    recovery_interval_seconds: float = 300.0
+    max_blob_size: PositiveInt = 5 * 1024**3
+    max_json_blob_size: PositiveInt = 32 * 1024**2
+    upload_lease_seconds: PositiveFloat = 60.0
+    recovery_interval_seconds: PositiveFloat = 300.0
     log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = _Env(os.environ if environ is None else environ)
+        env = {name: value.strip() for name, value in (os.environ if environ is None else environ).items()}
+        env = {name: value for name, value in env.items() if value}
         tokens = _tokens(env)
-        storage = env.choice("STORAGE", BACKEND_NAMES, "fs")
+        storage = env.get("STORAGE", "fs").lower()
+        if storage not in BACKEND_NAMES:
+            raise ConfigurationError(f"STORAGE must be one of {', '.join(BACKEND_NAMES)}")
+        listed = _items(env, "DRIVE_BACKENDS")
+        if not set(listed) <= set(BACKEND_NAMES):
+            raise ConfigurationError(f"DRIVE_BACKENDS lists an unknown backend (known: {', '.join(BACKEND_NAMES)})")
         s3 = ftp = None
-        if storage == "s3" or env.get("S3_BUCKET") or "s3" in env.items("DRIVE_BACKENDS"):
-            s3 = S3Settings(
-                bucket=env.required("S3_BUCKET", "STORAGE=s3"),
-                region=env.get("S3_REGION") or "us-east-1",
-                endpoint=env.get("S3_ENDPOINT") or None,
-                access_key=env.get("S3_ACCESS_KEY") or None,
-                secret_key=env.get("S3_SECRET_KEY") or None,
-                session_token=env.get("S3_SESSION_TOKEN") or None,
-                force_path_style=env.flag("S3_FORCE_PATH_STYLE", False),
-                prefix=env.get("S3_PREFIX") or "",
-                timeout=env.number("S3_TIMEOUT", 30.0),
-            )
+        if storage == "s3" or "S3_BUCKET" in env or "s3" in listed:
+            s3 = _read(S3Settings, env, because="STORAGE=s3")
             if bool(s3.access_key) != bool(s3.secret_key):
                 raise ConfigurationError("S3_ACCESS_KEY and S3_SECRET_KEY must be set together")
-        if storage == "ftp" or env.get("FTP_HOST") or "ftp" in env.items("DRIVE_BACKENDS"):
-            ftp = FtpSettings(
-                host=env.required("FTP_HOST", "STORAGE=ftp"),
-                port=int(env.number("FTP_PORT", 21, integer=True)),
-                user=env.get("FTP_USER") or "anonymous",
-                password=env.get("FTP_PASSWORD") or "",
-                tls=env.flag("FTP_TLS", False),
-                base_dir=env.get("FTP_BASE_DIR") or "/",
-                timeout=env.number("FTP_TIMEOUT", 30.0),
-                ca_file=env.get("FTP_CA_FILE") or None,
-                verify=env.flag("FTP_TLS_VERIFY", True),
-                pool_size=int(env.number("FTP_POOL_SIZE", 4, integer=True)),
-            )
-        backends = {storage, *env.items("DRIVE_BACKENDS")}
-        for name in backends:
-            if name not in BACKEND_NAMES:
-                raise ConfigurationError(f"DRIVE_BACKENDS lists an unknown backend (known: {', '.join(BACKEND_NAMES)})")
-        if env.get("FS_BASE_PATH"):
-            backends.add("fs")
-        if env.get("BLOB_DATABASE_URL"):
-            backends.add("db")
-        if s3:
-            backends.add("s3")
-        if ftp:
-            backends.add("ftp")
-        max_blob = int(env.number("MAX_BLOB_SIZE", 5 * 1024**3, integer=True))
-        return cls(
+        if storage == "ftp" or "FTP_HOST" in env or "ftp" in listed:
+            ftp = _read(FtpSettings, env, because="STORAGE=ftp")
+        enabled = {storage, *listed}
+        enabled |= {"fs"} if "FS_BASE_PATH" in env else set()
+        enabled |= {"db"} if "BLOB_DATABASE_URL" in env else set()
+        enabled |= {name for name, part in (("s3", s3), ("ftp", ftp)) if part is not None}
+        read = _read(cls, env)
+        return msgspec.structs.replace(
+            read,
             tokens=tokens,
             storage=storage,
-            backends=tuple(name for name in BACKEND_NAMES if name in backends),
-            database_url=env.get("DATABASE_URL") or "sqlite:///./data/metadata.db",
-            blob_database_url=env.get("BLOB_DATABASE_URL") or None,
-            fs_base_path=env.get("FS_BASE_PATH") or "./data/blobs",
+            backends=tuple(name for name in BACKEND_NAMES if name in enabled),
             s3=s3,
             ftp=ftp,
-            max_blob_size=max_blob,
-            max_json_blob_size=min(max_blob, int(env.number("MAX_JSON_BLOB_SIZE", 32 * 1024**2, integer=True))),
-            upload_lease_seconds=env.number("UPLOAD_LEASE_SECONDS", 60.0),
-            recovery_interval_seconds=env.number("RECOVERY_INTERVAL_SECONDS", 300.0),
-            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            max_json_blob_size=min(read.max_blob_size, read.max_json_blob_size),
+            log_level=read.log_level.upper(),
         )
 
 
-def _tokens(env: _Env) -> dict[str, Scope]:
-    tokens: dict[str, Scope] = {}
-    for entry in env.items("AUTH_TOKENS"):
+_S = TypeVar("_S", bound=_EnvStruct)
+
+
+def _read(kind: type[_S], env: Mapping[str, str], *, because: str = "") -> _S:
+    """The fields of ``kind`` from their variables; a failure names the variable.
+
+    ``because`` says when a required field is required.
+    """
+    fields = {field.encode_name: field for field in msgspec.structs.fields(kind) if field.name not in kind._derived}
+    values: dict[str, Any] = {name: env[name] for name in fields if name in env}
+    for name, value in values.items():
+        if fields[name].type is bool:  # msgspec knows true/false/1/0 only
+            values[name] = True if value.lower() in _TRUE else False if value.lower() in _FALSE else value
+    try:
+        return msgspec.convert(values, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec's own message may quote the value: keep only the variable's name.
+        missing = re.search(r"missing required field `(\w+)`", str(exc))
+        if missing:
+            name = missing[1]
+            raise ConfigurationError(f"{name} is required when {because} (or when the backend is enabled)") from None
+        at = re.search(r"`\$\.(\w+)`", str(exc))
+        name = at[1] if at else kind.__name__
+        raise ConfigurationError(f"{name} must be {_expected(fields[name].type if at else str)}") from None
+
+
+def _expected(annotation: Any) -> str:
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    return {bool: "true or false", int: "a positive whole number", float: "a positive number"}.get(base, "valid")
+
+
+def _items(env: Mapping[str, str], name: str) -> list[str]:
+    return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+
+
+def _tokens(env: Mapping[str, str]) -> dict[str, Scope]:
+    """Bearer tokens and their scopes: each long enough to resist guessing, each with one scope."""
+    listed: list[tuple[str, Scope, str]] = []
+    for entry in _items(env, "AUTH_TOKENS"):
         scope, sep, token = entry.partition(":")
         if not sep or not token or scope not in ("read", "read-write"):
             raise ConfigurationError("AUTH_TOKENS entries must look like read:<token> or read-write:<token>")
-        tokens[token] = "read-write" if scope == "read-write" else "read"
-    main = env.get("AUTH_BEARER_TOKEN")
-    if main:
-        tokens[main] = "read-write"
-    if not tokens:
+        listed.append((token, "read-write" if scope == "read-write" else "read", "AUTH_TOKENS"))
+    if "AUTH_BEARER_TOKEN" in env:
+        listed.append((env["AUTH_BEARER_TOKEN"], "read-write", "AUTH_BEARER_TOKEN"))
+    if not listed:
         raise ConfigurationError("AUTH_BEARER_TOKEN is not set: refusing to start without a token")
+    tokens: dict[str, Scope] = {}
+    for token, scope, variable in listed:
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigurationError(f"{variable} holds a token shorter than {MIN_TOKEN_LENGTH} characters")
+        if tokens.setdefault(token, scope) != scope:
+            where = "AUTH_TOKENS" if variable == "AUTH_TOKENS" else "AUTH_TOKENS and AUTH_BEARER_TOKEN"
+            raise ConfigurationError(f"a token has two scopes in {where}: give each token one scope")
     return tokens
-
-
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        return value.strip() if value is not None else None
-
-    def required(self, name: str, because: str) -> str:
-        value = self.get(name)
-        if not value:
-            raise ConfigurationError(f"{name} is required when {because} (or when the backend is enabled)")
-        return value
-
-    def items(self, name: str) -> list[str]:
-        return [part.strip() for part in (self.get(name) or "").split(",") if part.strip()]
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = (self.get(name) or default).lower()
-        if value not in allowed:
-            raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.get(name)
-        if value is None:
-            return default
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise ConfigurationError(f"{name} must be true or false")
-
-    def number(self, name: str, default: float, *, integer: bool = False) -> float:
-        value = self.get(name)
-        if not value:
-            return default
-        try:
-            number = int(value) if integer else float(value)
-        except ValueError:
-            raise ConfigurationError(f"{name} must be a {'whole ' if integer else ''}number") from None
-        if number <= 0:
-            raise ConfigurationError(f"{name} must be positive")
-        return number

@@ -128,7 +128,9 @@ def sha256(data: bytes) -> str:
 
 def _service(env: Mapping[str, str]) -> DriveService:
     container = Container()
-    container.settings.override(providers.Object(Settings.from_env({**env, "AUTH_BEARER_TOKEN": "t"})))
+    container.settings.override(
+        providers.Object(Settings.from_env({**env, "AUTH_BEARER_TOKEN": "cli-test-token-0123"}))
+    )
     return container.service()
 
 

@@ -20,8 +20,8 @@ from drive.container import Container
 from drive.entrypoints.http.app import create_app
 from drive.settings import Settings
 
-TOKEN = "test-token-3f9a"
-READ_TOKEN = "read-token-77c1"
+TOKEN = "test-token-3f9a-0c1d"
+READ_TOKEN = "read-token-77c1-5e2b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -13,10 +13,11 @@ from typing import cast
 import anyio
 import pytest
 
-import drive.adapters.ftp as ftp_module
+import drive.adapters.ftp.pool as ftp_pool
 from drive.adapters.ftp import FtpBlobRepository
 from drive.domain.errors import PayloadTooLarge, StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository
+from drive.settings import FtpSettings
 from tests.integration.servers.ftp import FtpServer, make_ftp_repository
 
 # The session's ``ftp_server`` / ``ftps_server`` fixtures come from tests/integration/conftest.py.
@@ -148,8 +149,10 @@ async def test_abandoned_read_does_not_poison_the_pool(repo: FtpBlobRepository) 
 @pytest.mark.anyio
 async def test_missing_key(repo: FtpBlobRepository) -> None:
     for start, end in [(0, None), (3, 9), (0, 0)]:
-        with pytest.raises(StoredBytesMissing):
-            await collect(repo.read(new_key(), start, end))
+        key = new_key()
+        with pytest.raises(StoredBytesMissing) as raised:
+            await collect(repo.read(key, start, end))
+        assert key not in str(raised.value)  # the message may reach a client
     await repo.ping()
 
 
@@ -226,7 +229,7 @@ async def test_cancelled_write_leaves_nothing(repo: FtpBlobRepository, server: F
 @pytest.mark.anyio
 async def test_connections_are_reused(server: FtpServer, base_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Also go through the idle check (NOOP before reuse) on every checkout.
-    monkeypatch.setattr(ftp_module, "_PING_AFTER_IDLE", 0.0)
+    monkeypatch.setattr(ftp_pool, "PING_AFTER_IDLE", 0.0)
     before = server.logins
     repository = make_ftp_repository(server, base_dir=base_dir)
     await repository.open()
@@ -250,7 +253,7 @@ async def test_dead_pooled_connection_is_replaced(
 ) -> None:
     # Pretend the pool cannot see the hang-up yet (a restart a moment ago): the first
     # exchange fails on the pooled connection and is retried once on a new one.
-    monkeypatch.setattr(ftp_module, "_looks_closed", lambda client: False)
+    monkeypatch.setattr(ftp_pool, "looks_closed", lambda client: False)
     repository = make_ftp_repository(server, base_dir=base_dir)
     await repository.open()
     key = new_key()
@@ -356,9 +359,10 @@ async def test_open_against_stopped_server(server: FtpServer) -> None:
     server.stop()
     try:
         started = time.monotonic()
-        with pytest.raises(StorageUnavailable, match="FTP_HOST/FTP_PORT"):
+        with pytest.raises(StorageUnavailable, match="FTP_HOST/FTP_PORT") as raised:
             await repository.open()
         assert time.monotonic() - started < 3.0
+        assert server.host not in str(raised.value) and str(server.port) not in str(raised.value)
     finally:
         server.start()
 
@@ -370,7 +374,7 @@ async def test_silent_server_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(5)
         port = listener.getsockname()[1]
-        repository = FtpBlobRepository(host="127.0.0.1", port=port, timeout=1.0)
+        repository = FtpBlobRepository(FtpSettings(host="127.0.0.1", port=port, timeout=1.0))
         started = time.monotonic()
         with pytest.raises(StorageUnavailable, match="FTP_HOST/FTP_PORT"):
             await repository.open()
@@ -392,8 +396,9 @@ async def test_base_dir_that_is_a_file(server: FtpServer) -> None:
     name = f"file-{uuid.uuid4().hex[:8]}"
     (server.root / name).write_bytes(b"")
     repository = make_ftp_repository(server, base_dir=f"/{name}")
-    with pytest.raises(StorageUnavailable, match="FTP_BASE_DIR"):
+    with pytest.raises(StorageUnavailable, match="FTP_BASE_DIR") as raised:
         await repository.open()
+    assert name not in str(raised.value)
 
 
 @pytest.mark.anyio

@@ -31,7 +31,7 @@ def test_refuses_to_start_without_a_token(tmp_path: Path) -> None:
 
 
 def test_misconfigured_backend_is_one_line_naming_the_setting(tmp_path: Path) -> None:
-    env = {**os.environ, "AUTH_BEARER_TOKEN": "t", "STORAGE": "s3"}
+    env = {**os.environ, "AUTH_BEARER_TOKEN": "test-token-0123456789", "STORAGE": "s3"}
     env.pop("S3_BUCKET", None)
     result = subprocess.run(
         [sys.executable, "-m", "drive", "serve", "--port", "1"], env=env, cwd=tmp_path, capture_output=True, text=True

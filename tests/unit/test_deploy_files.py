@@ -23,6 +23,7 @@ import yaml
 
 from drive.adapters.ftp import FtpBlobRepository
 from drive.domain.errors import StorageUnavailable
+from drive.settings import FtpSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"app", "postgres", "minio", "bucket-init", "ftp"}
@@ -287,7 +288,7 @@ def _repository(env: dict[str, str], **overrides: Any) -> FtpBlobRepository:
         "timeout": 5.0,
     }
     options.update(overrides)
-    return FtpBlobRepository(**options)
+    return FtpBlobRepository(FtpSettings(**options))
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from drive.adapters.ftp import FtpBlobRepository
+from drive.settings import FtpSettings
 
 with warnings.catch_warnings():
     # pyftpdlib is built on asyncore/asynchat, deprecated since Python 3.6: not our concern here.
@@ -299,7 +300,7 @@ def make_ftp_repository(server: FtpServer, **overrides: Any) -> FtpBlobRepositor
         "timeout": 5.0,
     }
     options.update(overrides)
-    return FtpBlobRepository(**options)
+    return FtpBlobRepository(FtpSettings(**options))
 
 
 @pytest.fixture(scope="session")

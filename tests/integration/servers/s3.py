@@ -26,6 +26,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import ThreadedWSGIServer
 
 from drive.adapters.s3 import S3BlobRepository
+from drive.settings import S3Settings
 
 FAKE_KEY = "testing"
 FAKE_SECRET = "testing"  # moto accepts any credentials
@@ -201,7 +202,9 @@ def _new_client(server: MotoServer) -> Any:
     )
 
 
-def make_s3_repository(server: MotoServer, *, force_path_style: bool, bucket: str, **options: Any) -> S3BlobRepository:
+def make_s3_repository(
+    server: MotoServer, *, force_path_style: bool, bucket: str, part_size: int | None = None, **settings: Any
+) -> S3BlobRepository:
     """Create ``bucket`` (if missing) and return an unopened repository for it.
 
     Path style talks to ``127.0.0.1``; virtual-host style to ``localhost`` so requests go
@@ -211,15 +214,16 @@ def make_s3_repository(server: MotoServer, *, force_path_style: bool, bucket: st
     client = s3_client(server)
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
-    return S3BlobRepository(
+    s3 = S3Settings(
         bucket=bucket,
         region=REGION,
         endpoint=server.url if force_path_style else server.localhost_url,
         access_key=FAKE_KEY,
         secret_key=FAKE_SECRET,
         force_path_style=force_path_style,
-        **options,
+        **settings,
     )
+    return S3BlobRepository(s3) if part_size is None else S3BlobRepository(s3, part_size=part_size)
 
 
 def scrub_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:

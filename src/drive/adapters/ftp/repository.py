@@ -1,0 +1,175 @@
+"""FTP / explicit-FTPS BlobRepository: one file per storage key under ``FTP_BASE_DIR``.
+
+Layout mirrors the filesystem backend: ``objects/<k[:2]>/<key>`` for published bytes,
+``staging/<key>`` while an upload is in flight. An upload is a STOR into staging followed
+by RNFR/RNTO, so a file under ``objects/`` is always complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import PurePosixPath
+
+import aioftp
+import anyio
+
+from drive.adapters.ftp import steps
+from drive.adapters.ftp.errors import missing, refused_with, translated
+from drive.adapters.ftp.pool import FtpPool
+from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
+from drive.settings import FtpSettings
+
+READ_CHUNK = 256 * 1024
+
+
+class FtpBlobRepository:
+    def __init__(self, settings: FtpSettings, name: str = "ftp") -> None:
+        self.name = name
+        self._settings = settings
+        self._timeout = settings.timeout
+        self._pool = FtpPool(settings)
+        base = PurePosixPath(settings.base_dir or "/")
+        self._objects = base / "objects"
+        self._staging = base / "staging"
+
+    def __repr__(self) -> str:  # never the password
+        s = self._settings
+        return f"FtpBlobRepository(host={s.host!r}, port={s.port}, user={s.user!r}, tls={s.tls})"
+
+    def _object_path(self, key: str) -> PurePosixPath:
+        return self._objects / shard(key) / key
+
+    def _staging_path(self, key: str) -> PurePosixPath:
+        return self._staging / checked_key(key)
+
+    # --- lifecycle
+
+    async def open(self) -> None:
+        self._pool.reopen()
+        client = await self._pool.connect()
+        try:
+            await steps.prepare(
+                client, objects=self._objects, staging=self._staging, within=self._timeout, tls=self._settings.tls
+            )
+        except BaseException:
+            client.close()
+            raise
+        self._pool.checkin(client)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        with translated("check the connection (NOOP)", self._timeout), anyio.fail_after(self._timeout):
+            async with self._pool.lease(bounded=False) as lease:
+                await self._pool.start(lease, steps.noop)
+
+    # --- the port
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        staging = self._staging_path(key)
+        final = self._object_path(key)
+        async with self._pool.lease() as lease:
+            with translated("start an upload", self._timeout), anyio.fail_after(self._timeout):
+                stream = await self._pool.start(lease, lambda client: steps.open_data(client, f"STOR {staging}"))
+            client = lease.client
+            written = 0
+            # Where the control connection stands, for the cleanup if anything fails.
+            transfer_open, control_in_sync = True, True
+            try:
+                async for chunk in chunks:  # the caller's exceptions pass through untouched
+                    if chunk:
+                        with translated("upload", self._timeout):
+                            await stream.write(chunk)  # bounded by socket_timeout
+                        written += len(chunk)
+                control_in_sync = False
+                with translated("finish an upload", self._timeout), anyio.fail_after(self._timeout):
+                    await stream.finish()  # closes the data connection, waits for 226
+                    transfer_open = False
+                    await steps.publish(client, staging, final)
+            except BaseException:
+                stream.close()
+                await steps.remove_after_failure(
+                    client,
+                    (staging, final),
+                    transfer_open=transfer_open,
+                    control_in_sync=control_in_sync,
+                    connect=self._pool.connect,
+                    within=self._timeout,
+                )
+                raise
+        return written
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._object_path(key)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad range {start}-{end}")
+        if end is not None and end == start:
+            # Nothing to transfer, but a missing file must still be reported.
+            with translated("look up a file", self._timeout), anyio.fail_after(self._timeout):
+                async with self._pool.lease() as lease:
+                    size = await self._pool.start(lease, lambda client: steps.size(client, path))
+            if size is None:
+                raise missing()
+            return
+        async with self._pool.lease() as lease:
+            with translated("start a download", self._timeout), anyio.fail_after(self._timeout):
+                try:
+                    retr = f"RETR {path}"
+                    stream = await self._pool.start(lease, lambda client: steps.open_data(client, retr, start))
+                except aioftp.StatusCodeError as exc:
+                    if refused_with(exc, "550"):
+                        raise missing() from None
+                    if not (start and refused_with(exc, "5xx")):
+                        raise
+                    # Some servers refuse a REST past the end (pyftpdlib: 554) where others
+                    # send nothing; answer like a file would: no bytes, unless it is missing.
+                    size = await steps.size(lease.client, path)
+                    if size is None:
+                        raise missing() from None
+                    if start < size:
+                        raise
+                    return
+            client = lease.client
+            remaining = None if end is None else end - start
+            try:
+                at_eof = False
+                while remaining is None or remaining > 0:
+                    want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                    with translated("download", self._timeout):
+                        chunk = await stream.read(want)  # bounded by socket_timeout
+                    if not chunk:
+                        at_eof = True
+                        break
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                    yield chunk
+                if at_eof:
+                    # A 4xx/5xx here means the server stopped early: the bytes are incomplete.
+                    with translated("finish a download", self._timeout), anyio.fail_after(self._timeout):
+                        await stream.finish()
+                else:
+                    await steps.resync_after_cut(client, stream, within=self._timeout)
+            finally:
+                stream.close()
+
+    async def delete(self, key: str) -> None:
+        published, staged = self._object_path(key), self._staging_path(key)
+        with translated("delete a file", self._timeout), anyio.fail_after(self._timeout):
+            async with self._pool.lease() as lease:
+                await self._pool.start(lease, lambda client: steps.delete_if_present(client, published))
+                await steps.delete_if_present(lease.client, staged)
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        found: set[str] = set()
+        # Listing is collected before yielding so no connection is held while the caller works;
+        # each network step is bounded by socket_timeout rather than the whole listing.
+        with translated("list files", self._timeout):
+            async with self._pool.lease() as lease:
+                top = await self._pool.start(lease, lambda client: steps.names(client, self._objects))
+                client = lease.client
+                shards = [self._objects / name for name in top if is_shard(name)]
+                for directory in [*shards, self._staging]:
+                    found.update(name for name in await steps.names(client, directory) if is_storage_key(name))
+        for key in sorted(found):
+            yield key

@@ -1,0 +1,109 @@
+"""S3 BlobRepository: one object per storage key in ``S3_BUCKET``.
+
+Layout: ``<prefix><k[:2]>/<key>``. Bytes in flight sit in a multipart upload
+(``multipart``), which ``delete`` aborts and ``list_keys`` reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from drive.adapters.s3 import multipart
+from drive.adapters.s3.client import S3Client
+from drive.adapters.s3.errors import Unsatisfiable
+from drive.domain.storage_keys import is_storage_key, shard
+from drive.settings import S3Settings
+
+READ_CHUNK = 1024 * 1024
+
+
+class S3BlobRepository:
+    def __init__(self, settings: S3Settings, name: str = "s3", *, part_size: int = multipart.DEFAULT_PART_SIZE) -> None:
+        if part_size < multipart.MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {multipart.MIN_PART_SIZE} bytes")
+        self.name = name
+        self._settings = settings
+        self._prefix = settings.prefix
+        self._part_size = part_size
+        self._client = S3Client(settings, name)
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"S3BlobRepository(name={self.name!r}, bucket={self._settings.bucket!r}, prefix={self._prefix!r})"
+
+    def _object_key(self, key: str) -> str:
+        return f"{self._prefix}{shard(key)}/{key}"
+
+    def _key_of(self, object_key: str) -> str | None:
+        """The storage key behind an object key, or None for anything we did not write."""
+        if not object_key.startswith(self._prefix):
+            return None
+        directory, _, key = object_key[len(self._prefix) :].partition("/")
+        return key if is_storage_key(key) and directory == shard(key) else None
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        await self._client.open()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        await self._client.call("head_bucket")
+
+    # -- the port
+
+    async def write(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        return await multipart.upload(self._client, self._object_key(key), chunks, self._part_size)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        object_key = self._object_key(key)
+        if start < 0:
+            raise ValueError("start must not be negative")
+        if end is not None and end <= start:
+            return
+        params: dict[str, Any] = {"Key": object_key}
+        if start or end is not None:
+            params["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        try:
+            response = await self._client.call("get_object", **params)
+        except Unsatisfiable:
+            return  # the range starts past the end: nothing to yield, as for a file
+        body = response["Body"]
+        try:
+            while chunk := await self._client.read_body(body, READ_CHUNK):
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        object_key = self._object_key(key)
+        # Uploads first: an upload completing after this cannot resurrect the object.
+        async with aclosing(self._client.pages("list_multipart_uploads", Prefix=object_key)) as pages:
+            async for page in pages:
+                for upload in page.get("Uploads", ()):
+                    if upload.get("Key") == object_key:
+                        await multipart.abort(self._client, object_key, upload["UploadId"])
+        await self._client.call("delete_object", Key=object_key)
+
+    async def list_keys(self) -> AsyncIterator[str]:
+        # Uploads in flight are few; remember only those, and stream the (sorted, so
+        # duplicate-free) object listing without keeping it.
+        staged: set[str] = set()
+        async with aclosing(self._client.pages("list_multipart_uploads", Prefix=self._prefix)) as pages:
+            async for page in pages:
+                for upload in page.get("Uploads", ()):
+                    key = self._key_of(upload.get("Key", ""))
+                    if key is not None:
+                        staged.add(key)
+        async with aclosing(self._client.pages("list_objects_v2", Prefix=self._prefix)) as pages:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    key = self._key_of(item.get("Key", ""))
+                    if key is not None:
+                        staged.discard(key)
+                        yield key
+        for key in sorted(staged):
+            yield key
