@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -93,6 +94,8 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
 
 _OPEN_ATTEMPTS = 5
 
+log = logging.getLogger(__name__)
+
 
 class NewerSchema(StorageUnavailable):
     """The store was migrated by a newer release; retrying will not help."""
@@ -144,6 +147,7 @@ class SqlDatabase:
                 message = f"{self.label} cannot start ({type(exc).__name__})"
             if attempt == _OPEN_ATTEMPTS - 1:
                 raise StorageUnavailable(f"{self.setting}: {message}") from None
+            log.warning("%s: %s; retrying", self.setting, message)
             await anyio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:

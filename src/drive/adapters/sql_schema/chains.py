@@ -59,6 +59,7 @@ BLOBS = Chain("blobs", "drive_alembic_blobs", "blobs_versions", _blobs_v1)
 def alembic_config(chain: Chain) -> Config:
     """Alembic's configuration for one chain, built in code: nothing to ship besides the package."""
     config = Config()
+    config.set_main_option("path_separator", "os")  # our paths may hold spaces or commas
     config.set_main_option("script_location", str(_HERE))
     config.set_main_option("version_locations", str(_HERE / chain.versions))
     config.set_main_option("file_template", "r%%(rev)s_%%(slug)s")
