@@ -159,16 +159,16 @@ def _shape(connection: Connection) -> dict[str, Any]:
     return shape
 
 
+def _only(tables: set[str]) -> Callable[[str | None, str, object], bool]:
+    return lambda name, kind, _: kind != "table" or name in tables
+
+
 def _model_differences(connection: Connection) -> list[Any]:
     differences: list[Any] = []
     for metadata in (schema, blob_schema):
         # Each MetaData holds one chain's tables: compare those only.
-        mine = set(metadata.tables)
-        context = MigrationContext.configure(
-            connection,
-            opts={"compare_type": True, "include_name": lambda name, kind, _: kind != "table" or name in mine},
-        )
-        differences += compare_metadata(context, metadata)
+        opts = {"compare_type": True, "include_name": _only(set(metadata.tables))}
+        differences += compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
     return differences
 
 
