@@ -14,6 +14,7 @@ from dependency_injector import containers, providers
 from drive.adapters.fs import FilesystemBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.metadata_store import sql_metadata_repository
+from drive.adapters.sql_schema import SchemaMigrations
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
 from drive.domain.errors import ConfigurationError
@@ -54,6 +55,14 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
 
     metadata = providers.Singleton(sql_metadata_repository, url=settings.provided.database_url)
+
+    # The SQL stores' schema revisions, for `drive db`; the stores also upgrade themselves on open.
+    schema = providers.Singleton(
+        SchemaMigrations,
+        database_url=settings.provided.database_url,
+        blob_database_url=settings.provided.blob_database_url,
+        backends=settings.provided.backends,
+    )
 
     blob_repositories: providers.Aggregate[BlobRepository] = providers.Aggregate(
         fs=providers.Singleton(FilesystemBlobRepository, base_path=settings.provided.fs_base_path),

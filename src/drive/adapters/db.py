@@ -16,14 +16,12 @@ transaction or SQLite write lock is held while waiting on the client), then flip
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sqlite3
+import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 
 import anyio
-import asyncpg
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -43,10 +41,11 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from drive.adapters.sql_engine import async_url, create_engine, is_sqlite
+from drive.adapters.sql_engine import SqlDatabase
+from drive.adapters.sql_schema import BLOBS, upgrade
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key
 
@@ -59,17 +58,7 @@ _LIST_PAGE = 1000
 # not hold up the caller for long, even while shielded from cancellation.
 _CLEANUP_TIMEOUT = 15.0
 
-# Everything the driver stack may raise for a backend failure. SQLAlchemy wraps most of
-# it, but errors while connecting (refused, timeout, unknown database) can surface raw.
-_BACKEND_ERRORS: tuple[type[BaseException], ...] = (
-    SQLAlchemyError,
-    OSError,  # includes ConnectionError and TimeoutError
-    sqlite3.Error,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
+# The tables as the queries see them; sql_schema's revisions create and change them.
 blob_schema = MetaData()
 
 blob_objects = Table(
@@ -105,59 +94,22 @@ class DatabaseBlobRepository:
             raise ValueError("chunk_size must be positive")
         self.name = name
         self.chunk_size = chunk_size
-        self._url = url
-        self._setting = setting
-        # Validate now (ConfigurationError naming the setting); connect only in open().
-        self._sqlite = is_sqlite(async_url(url, setting))
-        self._engine: AsyncEngine | None = None
-        # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
-        self._write_lock = asyncio.Lock() if self._sqlite else None
+        self._db = SqlDatabase(url, setting, label="database backend")
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _require_engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise StorageUnavailable("database backend is not open")
-        return self._engine
-
-    @contextlib.asynccontextmanager
-    async def _connect(self, action: str, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (in a transaction when ``write``); backend failures become StorageUnavailable.
-
-        Messages carry only the exception type: driver messages may hold SQL, host or URL.
-        """
-        engine = self._require_engine()
-        lock = self._write_lock if write and self._write_lock is not None else contextlib.nullcontext()
-        async with lock:
-            try:
-                async with engine.begin() if write else engine.connect() as conn:
-                    yield conn
-            except _BACKEND_ERRORS as exc:
-                raise StorageUnavailable(f"database backend cannot {action} ({type(exc).__name__})") from None
+    def _connect(self, action: str, *, write: bool = False) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A connection (in a transaction when ``write``); backend failures become StorageUnavailable."""
+        return self._db.write(action) if write else self._db.read(action)
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._engine is None:
-            try:
-                self._engine = create_engine(self._url, self._setting)
-            except OSError as exc:  # e.g. the SQLite file's directory cannot be made
-                raise StorageUnavailable(f"{self._setting}: database cannot be opened ({type(exc).__name__})") from None
-        for attempt in range(5):  # processes starting together race to create the tables
-            try:
-                async with self._connect("start", write=True) as conn:
-                    await conn.run_sync(blob_schema.create_all)
-                return
-            except StorageUnavailable as exc:
-                if attempt == 4:
-                    raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
-                await anyio.sleep(0.2 * (attempt + 1))
+        # Migrated under a database-wide lock: replicas starting together take turns.
+        await self._db.open(functools.partial(upgrade, chain=BLOBS))
 
     async def close(self) -> None:
-        if self._engine is not None:
-            # dispose() keeps the engine usable, so open() after close() works again.
-            with contextlib.suppress(*_BACKEND_ERRORS):
-                await self._engine.dispose()
+        await self._db.close()
 
     async def ping(self) -> None:
         async with self._connect("be reached") as conn:

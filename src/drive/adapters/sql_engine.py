@@ -1,14 +1,27 @@
-"""Async SQLAlchemy engines from the seed's plain URLs, for SQLite and PostgreSQL alike."""
+"""Async SQLAlchemy engines for SQLite and PostgreSQL alike, and the plumbing both SQL adapters share.
+
+``SqlDatabase`` owns one engine for an adapter: opening it (with retries, then the schema
+upgrade), the connections and transactions the queries run in (queued behind one lock per
+process on SQLite), and turning driver failures into ``StorageUnavailable``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from drive.domain.errors import ConfigurationError
+from drive.domain.errors import ConfigurationError, StorageUnavailable
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -66,3 +79,112 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# Everything the driver stack may raise for a database failure. SQLAlchemy wraps most of
+# it, but errors while connecting (refused, timeout, unknown database) can surface raw.
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,  # includes ConnectionError and TimeoutError
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+_OPEN_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
+
+
+class NewerSchema(StorageUnavailable):
+    """The store was migrated by a newer release; retrying will not help."""
+
+
+class SqlDatabase:
+    """One adapter's engine, opened lazily, with its connections and error translation.
+
+    ``label`` names the store in messages ("metadata store"), ``setting`` the variable its
+    URL came from. Messages carry only the exception type: driver messages may hold SQL,
+    host or URL.
+    """
+
+    def __init__(self, url: str, setting: str, *, label: str) -> None:
+        self.setting = setting
+        self.label = label
+        self._url = url
+        # Validate now (ConfigurationError naming the setting); connect only in open().
+        self.sqlite = is_sqlite(async_url(url, setting))
+        self._engine: AsyncEngine | None = None
+        # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
+        self._write_lock = asyncio.Lock() if self.sqlite else None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StorageUnavailable(f"{self.label} is not open")
+        return self._engine
+
+    async def open(self, prepare: Callable[[AsyncEngine], Awaitable[None]] | None = None) -> None:
+        """Create the engine, then run ``prepare`` (the schema upgrade) on it, retrying transient failures."""
+        if self._engine is None:
+            try:
+                self._engine = create_engine(self._url, self.setting)
+            except OSError as exc:  # e.g. the SQLite file's directory cannot be made
+                raise StorageUnavailable(f"{self.setting}: database cannot be opened ({type(exc).__name__})") from None
+        if prepare is None:
+            return
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                async with self._locked_for_write():
+                    await prepare(self._engine)
+                return
+            except NewerSchema as exc:
+                raise StorageUnavailable(f"{self.setting}: {exc.message}") from None
+            except StorageUnavailable as exc:
+                message = exc.message
+            except BACKEND_ERRORS as exc:
+                message = f"{self.label} cannot start ({type(exc).__name__})"
+            if attempt == _OPEN_ATTEMPTS - 1:
+                raise StorageUnavailable(f"{self.setting}: {message}") from None
+            log.warning("%s: %s; retrying", self.setting, message)
+            await anyio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            # dispose() keeps the engine usable, so open() after close() works again.
+            with contextlib.suppress(*BACKEND_ERRORS):
+                await self._engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def read(self, action: str = "read") -> AsyncIterator[AsyncConnection]:
+        """A connection outside any explicit transaction."""
+        engine = self.engine
+        try:
+            async with engine.connect() as conn:
+                yield conn
+        except BACKEND_ERRORS as exc:
+            raise self._unavailable(action, exc) from None
+
+    @contextlib.asynccontextmanager
+    async def write(self, action: str = "write") -> AsyncIterator[AsyncConnection]:
+        """A transaction, committed when the block ends.
+
+        ``IntegrityError`` passes through unchanged: it is an answer (the row exists), not
+        an outage, and the callers decide what it means.
+        """
+        engine = self.engine
+        async with self._locked_for_write():
+            try:
+                async with engine.begin() as conn:
+                    yield conn
+            except IntegrityError:
+                raise
+            except BACKEND_ERRORS as exc:
+                raise self._unavailable(action, exc) from None
+
+    def _locked_for_write(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._write_lock or contextlib.nullcontext()
+
+    def _unavailable(self, action: str, exc: BaseException) -> StorageUnavailable:
+        return StorageUnavailable(f"{self.label} cannot {action} ({type(exc).__name__})")

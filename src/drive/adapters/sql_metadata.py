@@ -8,9 +8,9 @@ exactly when its intent is gone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+import functools
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -29,15 +29,15 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.sql_engine import create_engine, is_sqlite
+from drive.adapters.sql_engine import SqlDatabase
+from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 
-SCHEMA_VERSION = 1
-
+# The tables as the queries see them; sql_schema's revisions create and change them.
 schema = MetaData()
 
 # PostgreSQL's "C" collation orders text by bytes, as SQLite's default BINARY does.
@@ -64,11 +64,8 @@ pending = Table(
     Column("lease_until", BigInteger, nullable=False, index=True),  # unix milliseconds
 )
 
+# Kept for the releases before Alembic, which refuse to start on a version above theirs (1).
 schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False))
-
-
-class _NewerSchema(StorageUnavailable):
-    """The store was migrated by a newer release; retrying will not help."""
 
 
 def _seconds(moment: datetime) -> int:
@@ -93,65 +90,24 @@ def _record(row: object) -> BlobRecord:
 
 class SqlMetadataRepository:
     def __init__(self, url: str, *, setting: str = "DATABASE_URL") -> None:
-        self._setting = setting
-        self._engine: AsyncEngine = create_engine(url, setting)
-        # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
-        self._write_lock = asyncio.Lock() if is_sqlite(self._engine.url) else None
+        self._db = SqlDatabase(url, setting, label="metadata store")
 
     @property
     def engine(self) -> AsyncEngine:
-        return self._engine
+        return self._db.engine
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StorageUnavailable(f"metadata store failed ({type(exc).__name__})") from None
-        except OSError as exc:
-            raise StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})") from None
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._db.read()
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        lock = self._write_lock or contextlib.nullcontext()
-        async with lock:
-            try:
-                async with self._engine.begin() as conn:
-                    yield conn
-            except IntegrityError:
-                raise
-            except SQLAlchemyError as exc:
-                raise StorageUnavailable(f"metadata store failed ({type(exc).__name__})") from None
-            except OSError as exc:
-                raise StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})") from None
+    def _write(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._db.write()
 
     async def open(self) -> None:
-        # Several processes may start on a fresh store at once; whoever loses the race to
-        # create a table finds it there on the next attempt.
-        for attempt in range(5):
-            try:
-                await self._migrate()
-                return
-            except _NewerSchema as exc:
-                raise StorageUnavailable(f"{self._setting}: {exc.message}") from None
-            except (IntegrityError, StorageUnavailable) as exc:
-                if attempt == 4:
-                    message = exc.message if isinstance(exc, StorageUnavailable) else "schema creation failed"
-                    raise StorageUnavailable(f"{self._setting}: {message}") from None
-                await asyncio.sleep(0.2 * (attempt + 1))
-
-    async def _migrate(self) -> None:
-        async with self._write() as conn:
-            await conn.run_sync(schema.create_all)
-            versions = (await conn.execute(select(schema_version.c.version))).scalars().all()
-            if not versions:
-                await conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-            elif max(versions) > SCHEMA_VERSION:
-                raise _NewerSchema(f"holds schema version {max(versions)}, newer than this release")
+        # Migrated under a database-wide lock: replicas starting together take turns.
+        await self._db.open(functools.partial(upgrade, chain=METADATA))
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.close()
 
     async def ping(self) -> None:
         async with self._read() as conn:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 
+from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository
 from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
@@ -57,7 +58,7 @@ def _insert_pending(conn: sqlite3.Connection, key: str, backend: str, blob_id: s
 class SqliteMetadataRepository(SqlMetadataRepository):
     def __init__(self, url: str, *, setting: str = "DATABASE_URL") -> None:
         super().__init__(url, setting=setting)
-        database = self.engine.url.database
+        database = async_url(url, setting).database
         if not database or database == ":memory:":
             raise ValueError("group commit needs a SQLite file")
         self._writer = SqliteWriter(database)

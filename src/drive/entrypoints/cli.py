@@ -11,7 +11,7 @@ import anyio
 
 from drive.container import Container
 from drive.domain.errors import ConfigurationError, DriveError
-from drive.entrypoints import cli_blobs, cli_ops
+from drive.entrypoints import cli_blobs, cli_db, cli_ops
 from drive.entrypoints.cli_runtime import ExitCode, exit_code_for
 from drive.settings import Settings
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="show the service's log (LOG_LEVEL) on stderr")
     cli_blobs.add_commands(commands, common)
     cli_ops.add_commands(commands, common)
+    cli_db.add_commands(commands, common)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Revisions of the metadata chain (drive_blobs, drive_pending, drive_schema)."""

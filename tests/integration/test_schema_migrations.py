@@ -1,0 +1,342 @@
+"""Alembic schema migrations: the previous release's databases upgrade, fresh ones reach head, replicas take turns.
+
+``fixtures/schema_v1_*.sql`` are the schema (and a few rows) exactly as the release before
+Alembic created them, dumped from that release's code: four blobs stored on the db
+backend in the same database, and one interrupted upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import make_url
+
+from drive.adapters.db import DatabaseBlobRepository, blob_schema
+from drive.adapters.sql_engine import create_engine
+from drive.adapters.sql_metadata import SqlMetadataRepository, schema
+from drive.adapters.sql_schema import SchemaMigrations
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import utc_now
+from tests.integration.cli_helpers import Drive, cli_env
+from tests.integration.servers.postgres import SERVER_URL
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# What the fixtures hold (see the module docstring).
+V1_BLOBS = {
+    "hello.txt": b"hello, world\n",
+    "nested/path/bytes.bin": bytes(range(256)),
+    "empty": b"",
+    "caf\u00e9 \u2603": "unicode id \u2603".encode(),
+}
+V1_INTERRUPTED = ("00000000000000000000000000000009", "interrupted")
+VERSION_TABLES = {"drive_alembic_metadata", "drive_alembic_blobs"}
+HEADS = {"metadata": "0001", "blobs": "0001"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def fresh_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "store") -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / f'{name}.db'}"
+    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+    return factory()
+
+
+@pytest.fixture
+def url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database."""
+    return fresh_url(kind, tmp_path, request)
+
+
+async def load_v1(url: str) -> None:
+    """Fill an empty database with the previous release's schema and rows."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(parsed.database or "") as conn:
+            conn.executescript((FIXTURES / "schema_v1_sqlite.sql").read_text())
+        return
+    server = make_url(SERVER_URL)
+
+    conn = await asyncpg.connect(
+        host=server.host, port=server.port, user=server.username, password=server.password, database=parsed.database
+    )
+    try:
+        await conn.execute((FIXTURES / "schema_v1_postgres.sql").read_text())
+    finally:
+        await conn.close()
+
+
+async def rows(url: str, sql: str) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql))).all())
+    finally:
+        await engine.dispose()
+
+
+async def read_all(repo: DatabaseBlobRepository, key: str) -> bytes:
+    return b"".join([chunk async for chunk in repo.read(key)])
+
+
+async def one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+# -- the previous release's database --------------------------------------------------
+
+
+async def test_v1_database_upgrades_with_every_blob_readable(url: str) -> None:
+    await load_v1(url)
+    assert await SchemaMigrations(url, backends=["db"]).current() == HEADS  # recognised as 0001 before any stamp
+    metadata = SqlMetadataRepository(url)
+    blobs = DatabaseBlobRepository(url)
+    await metadata.open()
+    await blobs.open()
+    try:
+        for blob_id, data in V1_BLOBS.items():
+            record = await metadata.get(blob_id)
+            assert record is not None, blob_id
+            assert (record.size, record.sha256, record.backend) == (len(data), hashlib.sha256(data).hexdigest(), "db")
+            assert await read_all(blobs, record.storage_key) == data
+        intents = await metadata.expired(utc_now() + timedelta(days=365 * 10), 10)
+        assert [(op.storage_key, op.blob_id) for op in intents] == [V1_INTERRUPTED]
+        assert [r.id for r in await metadata.page("", None, 10)] == sorted(V1_BLOBS)
+
+        # Writes work on the upgraded schema too.
+        key = "0123456789abcdef0123456789abcdef"
+        assert await blobs.write(key, one(b"after the upgrade")) == 17
+        assert await read_all(blobs, key) == b"after the upgrade"
+    finally:
+        await metadata.close()
+        await blobs.close()
+
+    # Stamped, not re-created: one row per chain, and the old guard is still there for old releases.
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
+    assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
+    assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
+
+
+def _shape(connection: Connection) -> dict[str, Any]:
+    """Tables, columns, keys and indexes as the database reports them (Alembic's tables left out)."""
+    inspector = inspect(connection)
+    shape: dict[str, Any] = {}
+    for table in sorted(set(inspector.get_table_names()) - VERSION_TABLES):
+        shape[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], c.get("collation")) for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)),
+        }
+    return shape
+
+
+def _only(tables: set[str]) -> Callable[[str | None, str, object], bool]:
+    return lambda name, kind, _: kind != "table" or name in tables
+
+
+def _model_differences(connection: Connection) -> list[Any]:
+    differences: list[Any] = []
+    for metadata in (schema, blob_schema):
+        # Each MetaData holds one chain's tables: compare those only.
+        opts = {"compare_type": True, "include_name": _only(set(metadata.tables))}
+        differences += compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
+    return differences
+
+
+async def test_fresh_database_reaches_head_with_the_v1_schema(
+    kind: str, url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    migrations = SchemaMigrations(url, backends=["db"])
+    assert await migrations.current() == {"metadata": None, "blobs": None}
+    await migrations.upgrade()
+    assert await migrations.current() == HEADS == migrations.heads()
+    await migrations.upgrade()  # at head: nothing to do
+    assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
+
+    legacy = fresh_url(kind, tmp_path, request, name="legacy")
+    await load_v1(legacy)
+    shapes = []
+    for target in (url, legacy):
+        engine = create_engine(target)
+        try:
+            async with engine.connect() as conn:
+                shapes.append(await conn.run_sync(_shape))
+                # The tables the queries use are exactly what the revisions built.
+                assert await conn.run_sync(_model_differences) == []
+        finally:
+            await engine.dispose()
+    assert shapes[0] == shapes[1]
+    assert set(shapes[0]) == {"drive_blobs", "drive_pending", "drive_schema", "drive_blob_objects", "drive_blob_chunks"}
+
+
+async def test_blob_tables_may_live_in_their_own_database(
+    kind: str, url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    blob_url = fresh_url(kind, tmp_path, request, name="blobs")
+    migrations = SchemaMigrations(url, blob_url)
+    await migrations.upgrade()
+    assert await migrations.current() == HEADS
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert await rows(blob_url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
+    for found in (url, blob_url):
+        engine = create_engine(found)
+        try:
+            async with engine.connect() as conn:
+                tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+        if found == url:
+            assert "drive_blob_objects" not in tables and "drive_blobs" in tables
+        else:
+            assert "drive_blobs" not in tables and "drive_blob_objects" in tables
+
+
+# -- newer than this release ----------------------------------------------------------
+
+
+async def test_a_store_past_this_release_refuses_to_start(url: str) -> None:
+    await SchemaMigrations(url, backends=["db"]).upgrade()
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE drive_alembic_metadata SET version_num = '0099'"))
+            await conn.execute(text("UPDATE drive_alembic_blobs SET version_num = '0042'"))
+    finally:
+        await engine.dispose()
+    began = time.monotonic()
+    with pytest.raises(StorageUnavailable) as metadata_refused:
+        await SqlMetadataRepository(url).open()
+    assert time.monotonic() - began < 2  # not retried: retrying cannot help
+    assert str(metadata_refused.value) == "DATABASE_URL: holds schema revision 0099, newer than this release"
+    with pytest.raises(StorageUnavailable, match="BLOB_DATABASE_URL: holds schema revision 0042, newer"):
+        await DatabaseBlobRepository(url, setting="BLOB_DATABASE_URL").open()
+
+
+async def test_a_pre_alembic_store_past_version_1_refuses_to_start(url: str) -> None:
+    await load_v1(url)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE drive_schema SET version = 2"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(StorageUnavailable, match="DATABASE_URL: holds schema version 2, newer than this release"):
+        await SqlMetadataRepository(url).open()
+    assert await rows(url, "SELECT version FROM drive_schema") == [(2,)]  # left as found, not stamped
+    assert "drive_alembic_metadata" not in await _tables(url)
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+# -- drive db -------------------------------------------------------------------------
+
+
+def test_drive_db_current_and_upgrade(kind: str, url: str, tmp_path: Path) -> None:
+    drive = Drive(cli_env(tmp_path, DATABASE_URL=url, DRIVE_BACKENDS="fs,db"), tmp_path)
+    before = drive("db", "current").ok()
+    assert before.text.splitlines() == [
+        "metadata  none   head is 0001: run drive db upgrade",
+        "blobs     none   head is 0001: run drive db upgrade",
+    ]
+    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+    assert drive("db", "current", "--json").ok().json() == {
+        "metadata": {"revision": "0001", "head": "0001"},
+        "blobs": {"revision": "0001", "head": "0001"},
+    }
+    # Without the db backend only the metadata store is reported.
+    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0001   at head"]
+
+
+def test_drive_db_on_a_v1_database_then_every_blob_is_served(kind: str, url: str, tmp_path: Path) -> None:
+    anyio.run(load_v1, url)
+    drive = Drive(cli_env(tmp_path, DATABASE_URL=url, STORAGE="db"), tmp_path)
+    assert drive("db", "current").ok().text.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+    drive("db", "upgrade").ok()
+    for blob_id, data in V1_BLOBS.items():
+        assert drive("get", blob_id).ok().stdout == data
+
+
+def test_drive_db_failures_are_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    drive = Drive(cli_env(tmp_path, DATABASE_URL=url), tmp_path)
+    drive("db", "upgrade").ok()
+    with sqlite3.connect(tmp_path / "meta.db") as conn:
+        conn.execute("UPDATE drive_alembic_metadata SET version_num = '0099'")
+    drive("db", "upgrade").fails(3, "DATABASE_URL", "holds schema revision 0099, newer than this release")
+    drive("db", "upgrade", env={"DATABASE_URL": "mysql://x/y"}).fails(2, "DATABASE_URL")
+
+
+# -- replicas starting together -------------------------------------------------------
+
+# Each process imports everything first, then waits for the same moment to upgrade.
+_TOGETHER = """
+import sys, time
+from drive.entrypoints.cli import main
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+sys.exit(main(["db", "upgrade", "-v"]))
+"""
+
+
+def test_replicas_starting_together_upgrade_once(kind: str, url: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, DATABASE_URL=url, DRIVE_BACKENDS="fs,db", LOG_LEVEL="INFO")
+    start_at = f"{time.time() + 8:.3f}"  # time for every interpreter to import drive
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TOGETHER, start_at],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr, stderr
+        assert stdout.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+    logs = "".join(stderr for _, stderr in outputs)
+    # Alembic logs each revision it runs: each chain's 0001 ran in exactly one process,
+    # and no process tripped over another's half-built schema (a failed try is retried).
+    assert logs.count("Running upgrade  -> 0001") == 2, logs
+    assert "retrying" not in logs, logs
+    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
+    assert anyio.run(rows, url, "SELECT version FROM drive_schema") == [(1,)]
