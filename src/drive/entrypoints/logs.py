@@ -3,7 +3,8 @@
 ``configure_logging`` is called by ``drive serve`` and again by every app it creates
 (uvicorn's worker processes start with fresh logging), so it is idempotent: one JSON
 handler on the root logger, uvicorn's loggers routed through it, uvicorn's own access log
-off (``drive.access`` writes one line per request instead). ``configure_command_logging``
+off (``drive.access`` writes one line per request instead). A process that already routes
+its logs (a test runner, an embedding server) keeps its handlers. ``configure_command_logging``
 is the data commands' quieter variant.
 """
 
@@ -107,16 +108,22 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
+    """JSON lines on stderr, unless the process already sends its logs somewhere.
+
+    A process whose root logger has handlers of its own (a test runner capturing logs, an
+    embedding server) keeps them: ``logging.basicConfig``'s plain stream handlers are
+    re-formatted as JSON, anything else is left alone, and no stderr handler is added
+    beside it. Otherwise one JSON handler goes on the root logger, once.
+    """
     add_secrets(secrets)
     formatter = JsonFormatter()
     root = logging.getLogger()
     root.setLevel(level)
-    ours = [h for h in root.handlers if isinstance(h, _StderrHandler)]
-    # A plain handler from ``logging.basicConfig`` is re-formatted rather than duplicated.
-    plain = [h for h in root.handlers if type(h) is logging.StreamHandler]
-    for handler in plain:
-        handler.setFormatter(formatter)
-    if not ours and not plain:
+    hosted = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    for handler in hosted:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(formatter)
+    if not root.handlers:
         handler = _StderrHandler()
         handler.setFormatter(formatter)
         root.addHandler(handler)
