@@ -14,7 +14,7 @@ A crash between any two steps leaves the record pointing at complete, verified b
 an intent that recovery finishes once its lease ends. Re-running moves what is still on a
 source backend, so an interrupted migration resumes where it stopped.
 
-Moves run through a ``FanOut`` the caller supplies (the command line passes a bounded
+Moves run through a ``FanOut`` the composition root supplies (drive.container passes a bounded
 anyio fan-out), so this module needs no async runtime of its own.
 """
 

@@ -181,7 +181,7 @@ def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     migrate = commands.add_parser(
-        "migrate", parents=[common], help="move blobs between configured backends", description=_MIGRATE_HELP
+        "migrate", parents=[common], help="move blobs between backends", description=_MIGRATE_HELP
     )
     migrate.add_argument("--to", required=True, choices=BACKEND_NAMES, help="backend to move blobs to")
     migrate.add_argument(
@@ -218,9 +218,10 @@ def _positive(text: str) -> int:
 
 
 _MIGRATE_HELP = (
-    "Move blobs to another configured backend. Each move copies the bytes, verifies their "
-    "SHA-256, switches the metadata, then deletes the old bytes, so a crash never loses a "
-    "blob; run the command again to resume an interrupted migration."
+    "Move blobs to another backend. A backend named with --to or --from is enabled for the run "
+    "(its settings must be set; DRIVE_BACKENDS need not list it). Each move copies the bytes, "
+    "verifies their SHA-256, switches the metadata, then deletes the old bytes, so a crash never "
+    "loses a blob; run the command again to resume an interrupted migration."
 )
 _FSCK_HELP = (
     "Report interrupted operations, orphaned bytes, missing bytes and checksum mismatches; "
