@@ -8,7 +8,7 @@ from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataReposi
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
 from drive.domain.model import PendingKind, PendingOp, utc_now
-from tests.unit.wiring import service_over
+from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ def two() -> Two:
 
 async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None:
     metadata, old, new, backends = two
-    service = service_over(metadata, backends)
+    service = container_over(metadata, backends).service()
     for n in range(12):
         await service.store(f"b{n}", single_chunk(f"bytes of {n}".encode() * 100))
     report = await service.migrate("new", concurrency=3)
@@ -41,7 +41,7 @@ async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None
 
 async def test_migrate_leaves_corrupt_blobs_where_they_are(two: Two) -> None:
     metadata, old, new, backends = two
-    service = service_over(metadata, backends)
+    service = container_over(metadata, backends).service()
     good = (await service.store("good", single_chunk(b"good"))).record
     bad = (await service.store("bad", single_chunk(b"bad!"))).record
     old.objects[bad.storage_key] = b"BAD!"
@@ -56,7 +56,7 @@ async def test_migrate_leaves_corrupt_blobs_where_they_are(two: Two) -> None:
 
 async def test_fsck_reports_then_repairs_planted_problems(two: Two) -> None:
     metadata, old, _new, backends = two
-    service = service_over(metadata, backends)
+    service = container_over(metadata, backends).service()
     for name in ("fine", "corrupt", "missing"):
         await service.store(name, single_chunk(name.encode() * 10))
     old.objects[(await service.retrieve.stat("corrupt")).storage_key] = b"garbage"

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from dependency_injector import providers
 
 from drive.adapters.memory import InMemoryMetadataRepository
-from drive.application.service import DriveService
 from drive.container import Container
 from drive.domain.backends import Backends
 from drive.settings import Settings
@@ -32,13 +31,3 @@ def container_over(
     if clock is not None:
         container.clock.override(providers.Object(clock))
     return container
-
-
-def service_over(
-    metadata: InMemoryMetadataRepository,
-    backends: Backends,
-    *,
-    lease: timedelta | None = None,
-    clock: Callable[[], datetime] | None = None,
-) -> DriveService:
-    return container_over(metadata, backends, lease=lease, clock=clock).service()
