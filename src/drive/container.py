@@ -1,7 +1,12 @@
-"""The composition root: the one place that knows concrete adapters.
+"""The composition root: the one place that knows concrete adapters and builds the use-cases.
 
-Entrypoints (HTTP, command line) and tests build a ``Container``; tests swap adapters
-by overriding its providers (``container.metadata.override(...)``).
+Entrypoints (HTTP, command line) build a ``Container`` and ask it for what they run:
+``service`` (every use-case, bundled), ``readiness``, or a single use-case. Tests swap
+any provider with ``override`` (``container.metadata.override(providers.Object(fake))``);
+everything built from it afterwards uses the fake.
+
+Wiring, outermost last: settings -> metadata store and backends (each metered) ->
+``protocol`` (the ports with the lease and clock) -> use-cases -> ``service``.
 """
 
 from __future__ import annotations
@@ -11,13 +16,23 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
+from drive.adapters.concurrency import bounded_fan_out
 from drive.adapters.fs import FilesystemBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.metadata_store import sql_metadata_repository
+from drive.adapters.readiness import READINESS_TIMEOUT_SECONDS, Readiness
 from drive.adapters.sql_schema import SchemaMigrations
+from drive.application.commit_protocol import CommitProtocol
+from drive.application.fsck import CheckStore
+from drive.application.manage_blobs import DeleteBlob, ListBlobs
+from drive.application.migrate import MigrateBlobs
+from drive.application.recover import Recover
+from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.service import DriveService
+from drive.application.store_blob import StoreBlob
 from drive.domain.backends import Backends
 from drive.domain.errors import ConfigurationError
+from drive.domain.model import utc_now
 from drive.domain.ports import BlobRepository
 from drive.settings import Settings
 
@@ -51,8 +66,16 @@ def _configured(settings: Settings, build: Callable[[str], BlobRepository]) -> B
     return Backends({name: MeteredBlobRepository(build(name)) for name in settings.backends}, default=settings.storage)
 
 
+def _lease(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.upload_lease_seconds)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
+    clock = providers.Object(utc_now)
+    lease = providers.Callable(_lease, settings)
+    # How migrations run many moves at once (the application layer has no async runtime).
+    fan_out = providers.Object(bounded_fan_out)
 
     metadata = providers.Singleton(sql_metadata_repository, url=settings.provided.database_url)
 
@@ -73,6 +96,28 @@ class Container(containers.DeclarativeContainer):
 
     backends = providers.Singleton(_configured, settings, blob_repositories.provider)
 
-    lease = providers.Callable(lambda s: timedelta(seconds=s.upload_lease_seconds), settings)
+    protocol = providers.Singleton(CommitProtocol, metadata=metadata, backends=backends, lease=lease, clock=clock)
 
-    service = providers.Singleton(DriveService, metadata=metadata, backends=backends, lease=lease)
+    store_blob = providers.Singleton(StoreBlob, protocol)
+    retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends)
+    delete_blob = providers.Singleton(DeleteBlob, protocol)
+    list_blobs = providers.Singleton(ListBlobs, metadata)
+    recover = providers.Singleton(Recover, protocol)
+    migrate_blobs = providers.Singleton(MigrateBlobs, protocol, fan_out)
+    check_store = providers.Singleton(CheckStore, protocol, retrieve_blob, recover, delete_blob)
+
+    service = providers.Singleton(
+        DriveService,
+        metadata=metadata,
+        backends=backends,
+        store=store_blob,
+        retrieve=retrieve_blob,
+        delete=delete_blob,
+        list_blobs=list_blobs,
+        recover=recover,
+        migrate=migrate_blobs,
+        check=check_store,
+    )
+
+    # /readyz: pings the metadata store and every backend, each within a time limit.
+    readiness = providers.Singleton(Readiness, metadata, backends, seconds=READINESS_TIMEOUT_SECONDS)

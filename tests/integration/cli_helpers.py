@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from dependency_injector import providers
 
+from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.container import Container
@@ -163,11 +164,7 @@ def snapshot(env: Mapping[str, str]) -> Snapshot:
         service = _service(env)
         await service.open()
         try:
-            records: dict[str, BlobRecord] = {}
-            after: str | None = None
-            while page := await service.metadata.page("", after, 500):
-                records.update((r.id, r) for r in page)
-                after = page[-1].id
+            records = {r.id: r async for r in all_records(service.metadata)}
             hashes: dict[str, str] = {}
             for blob_id, record in records.items():
                 digest = hashlib.sha256()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from drive.application.manage_blobs import all_records
+from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import BlobConflict, BlobNotFound, PayloadTooLarge

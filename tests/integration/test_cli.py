@@ -183,7 +183,7 @@ def test_failures_are_one_line_with_documented_exit_codes(tmp_path: Path, moto_s
         lambda: drive("ls", env={"STORAGE": "s3"}),
         lambda: drive("ls", env={"MAX_BLOB_SIZE": "lots"}),
         lambda: drive("ls", env={"DATABASE_URL": "mysql://somewhere/db"}),
-        lambda: drive("migrate", "--to", "db"),
+        lambda: drive("migrate", "--to", "ftp"),
         lambda: drive("ls", env=s3_down),
         lambda: drive("stat", "x", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"}),
         lambda: drive(
@@ -196,7 +196,7 @@ def test_failures_are_one_line_with_documented_exit_codes(tmp_path: Path, moto_s
         (2, "S3_BUCKET"),
         (2, "MAX_BLOB_SIZE"),
         (2, "DATABASE_URL"),
-        (2, "backend db is not configured"),
+        (2, "FTP_HOST"),
         (3, "S3_ENDPOINT"),
         (3, "DATABASE_URL"),
         (3, "BLOB_DATABASE_URL"),
@@ -266,6 +266,20 @@ def _rows(url: str, table: str) -> int:
             await conn.close()
 
     return anyio.run(count)
+
+
+def test_migrating_to_a_backend_enables_it_without_drive_backends(tmp_path: Path) -> None:
+    # fs only (DRIVE_BACKENDS unset); db's settings are present: its bytes go to the DATABASE_URL database.
+    env = cli_env(tmp_path)
+    drive = Drive(env, tmp_path)
+    blobs = {"a": b"alpha", "b/c": os.urandom(70_000)}
+    seed(env, blobs)
+    report = drive("migrate", "--to", "db", "--json").ok().json()
+    assert (report["moved"], report["from"], report["complete"]) == (2, ["fs"], True)
+    after = snapshot({**env, "DRIVE_BACKENDS": "fs,db"})
+    assert {r.backend for r in after.records.values()} == {"db"}
+    assert after.hashes == {i: sha256(b) for i, b in blobs.items()}
+    assert after.keys["fs"] == set()
 
 
 def test_migration_killed_halfway_resumes_without_losing_a_byte(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from drive.application.manage_blobs import all_records
+from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.domain.model import BlobRecord
 from tests.integration.backends import BackendUnderTest, make_backend

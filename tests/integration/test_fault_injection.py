@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 
 import anyio
 import pytest
+from dependency_injector import providers
 
 from drive.adapters.layers.faults import FaultPlan, FaultyBlobRepository, FaultyMetadataRepository, InjectedFault
-from drive.application.manage_blobs import all_records
+from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, DriveError
@@ -64,9 +65,14 @@ async def harness(backend: BackendUnderTest) -> AsyncIterator[Harness]:
     container = backend.container()
     plan = FaultPlan()
     clock = Clock()
+    # The fault layer goes around the adapters the container built; everything above it is the container's.
     metadata = FaultyMetadataRepository(container.metadata(), plan)
     repository = FaultyBlobRepository(container.blob_repositories(backend.storage), plan)
-    service = DriveService(metadata, Backends({backend.storage: repository}, backend.storage), LEASE, clock)
+    container.metadata.override(providers.Object(metadata))
+    container.backends.override(providers.Object(Backends({backend.storage: repository}, backend.storage)))
+    container.lease.override(providers.Object(LEASE))
+    container.clock.override(providers.Object(clock))
+    service = container.service()
     await service.open()
     try:
         yield Harness(service, plan, clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from drive.entrypoints.logs import JsonFormatter
 from tests.integration.live import AUTH, READ_TOKEN, TOKEN, LiveServer, ServerProcess, base_env
 from tests.integration.servers.ftp import FtpServer
 
@@ -174,8 +176,12 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_logs_are_json_lines_with_request_ids_and_never_a_token(
-    server: LiveServer, capsys: pytest.CaptureFixture[str]
+    server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # In-process, the test runner owns the root logger (configure_logging adds no stderr
+    # handler beside it): the lines are the records caplog holds, through the JSON formatter.
+    caplog.set_level(logging.INFO)
+    formatter = JsonFormatter()
     with server.client(headers=AUTH) as client:
         client.put("/v1/blobs/logged", content=b"12345", headers={"X-Request-ID": "req-put-1"})
         client.get("/v1/blobs/logged", headers={"X-Request-ID": "req-get-1", "Accept": "application/octet-stream"})
@@ -190,7 +196,7 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_token(
     while not wanted <= set(access):  # lines are written just after each response
         assert time.monotonic() < deadline, access
         time.sleep(0.05)
-        captured += capsys.readouterr().err
+        captured = "\n".join(formatter.format(record) for record in caplog.records)
         access = {line["request_id"]: line for line in json_lines(captured) if line["logger"] == "drive.access"}
 
     for line in json_lines(captured):  # every line is JSON (json_lines would raise otherwise)

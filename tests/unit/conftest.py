@@ -5,6 +5,7 @@ import pytest
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.service import DriveService
 from drive.domain.backends import Backends
+from tests.unit.wiring import container_over
 
 
 @pytest.fixture
@@ -24,4 +25,4 @@ def blobs() -> InMemoryBlobRepository:
 
 @pytest.fixture
 def service(metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository) -> DriveService:
-    return DriveService(metadata, Backends({"memory": blobs}, default="memory"))
+    return container_over(metadata, Backends({"memory": blobs}, default="memory")).service()

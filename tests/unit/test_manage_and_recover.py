@@ -10,6 +10,7 @@ from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, InvalidRequest
 from drive.domain.model import PendingKind, PendingOp, utc_now
+from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +50,7 @@ async def test_recovery_undoes_expired_ops_and_orphans_only(
     metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
 ) -> None:
     now = utc_now()
-    service = DriveService(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now)
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
     kept = (await service.store("kept", single_chunk(b"keep"))).record
     # An upload whose process died: intent expired, bytes half there.
     metadata.pending["a" * 32] = PendingOp("a" * 32, "memory", "dead", PendingKind.STORE, now - timedelta(seconds=1))

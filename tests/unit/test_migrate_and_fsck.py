@@ -4,14 +4,11 @@ from datetime import timedelta
 
 import pytest
 
-from drive.adapters.concurrency import bounded_fan_out
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
-from drive.application.fsck import CheckStore
-from drive.application.migrate import MigrateBlobs
-from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
 from drive.domain.model import PendingKind, PendingOp, utc_now
+from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +24,10 @@ def two() -> Two:
 
 async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None:
     metadata, old, new, backends = two
-    service = DriveService(metadata, backends)
+    service = container_over(metadata, backends).service()
     for n in range(12):
         await service.store(f"b{n}", single_chunk(f"bytes of {n}".encode() * 100))
-    report = await MigrateBlobs(metadata, backends, fan_out=bounded_fan_out)("new", concurrency=3)
+    report = await service.migrate("new", concurrency=3)
     assert report.moved == 12 and report.complete
     assert not old.objects and len(new.objects) == 12
     assert not metadata.pending
@@ -38,17 +35,17 @@ async def test_migrate_moves_every_byte_and_empties_the_source(two: Two) -> None
         record = await service.retrieve.stat(f"b{n}")
         assert record.backend == "new"
         assert await service.retrieve.read_all(record) == f"bytes of {n}".encode() * 100
-    again = await MigrateBlobs(metadata, backends)("new")
+    again = await service.migrate("new")
     assert again.moved == 0
 
 
 async def test_migrate_leaves_corrupt_blobs_where_they_are(two: Two) -> None:
     metadata, old, new, backends = two
-    service = DriveService(metadata, backends)
+    service = container_over(metadata, backends).service()
     good = (await service.store("good", single_chunk(b"good"))).record
     bad = (await service.store("bad", single_chunk(b"bad!"))).record
     old.objects[bad.storage_key] = b"BAD!"
-    report = await MigrateBlobs(metadata, backends)("new")
+    report = await service.migrate("new")
     assert report.corrupt == ["bad"] and not report.complete
     assert (await service.retrieve.stat("bad")).backend == "old"
     assert (await service.retrieve.stat("good")).backend == "new"
@@ -59,7 +56,7 @@ async def test_migrate_leaves_corrupt_blobs_where_they_are(two: Two) -> None:
 
 async def test_fsck_reports_then_repairs_planted_problems(two: Two) -> None:
     metadata, old, _new, backends = two
-    service = DriveService(metadata, backends)
+    service = container_over(metadata, backends).service()
     for name in ("fine", "corrupt", "missing"):
         await service.store(name, single_chunk(name.encode() * 10))
     old.objects[(await service.retrieve.stat("corrupt")).storage_key] = b"garbage"
@@ -68,7 +65,7 @@ async def test_fsck_reports_then_repairs_planted_problems(two: Two) -> None:
     metadata.pending["e" * 32] = PendingOp("e" * 32, "old", "dead", PendingKind.STORE, utc_now() - timedelta(1))
     old.staged["e" * 32] = bytearray(b"half")
 
-    check = CheckStore(metadata, backends)
+    check = service.check
     report = await check()
     assert [r.id for r in report.corrupt] == ["corrupt"]
     assert [r.id for r in report.missing] == ["missing"]

@@ -19,6 +19,7 @@ from drive.domain.errors import (
     PayloadTooLarge,
     StorageUnavailable,
 )
+from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
 
@@ -130,7 +131,7 @@ class FailingWrites(InMemoryBlobRepository):
 async def test_backend_failure_leaves_no_visible_blob(metadata: InMemoryMetadataRepository) -> None:
     from drive.domain.backends import Backends
 
-    service = DriveService(metadata, Backends({"memory": FailingWrites()}, default="memory"))
+    service = container_over(metadata, Backends({"memory": FailingWrites()}, default="memory")).service()
     with pytest.raises(StorageUnavailable):
         await service.store("k", single_chunk(b"abc"))
     assert not metadata.records and not metadata.pending
@@ -155,7 +156,9 @@ async def test_lost_lease_refuses_to_commit(metadata: InMemoryMetadataRepository
             return await super().write(key, chunks)  # type: ignore[arg-type]
 
     repo = Slow()
-    service = DriveService(metadata, Backends({"memory": repo}, default="memory"), lease=timedelta(seconds=1))
+    service = container_over(
+        metadata, Backends({"memory": repo}, default="memory"), lease=timedelta(seconds=1)
+    ).service()
     with pytest.raises(StorageUnavailable):
         await service.store("k", single_chunk(b"abc"))
     assert not metadata.records and not repo.objects

@@ -40,7 +40,8 @@ class FilesystemBlobRepository:
         def prepare() -> None:
             self._objects.mkdir(parents=True, exist_ok=True)
             self._staging.mkdir(parents=True, exist_ok=True)
-            probe = self._staging / ".probe"
+            # One name per opener: processes starting side by side must not unlink each other's probe.
+            probe = self._staging / f".probe-{os.getpid()}-{id(self):x}"
             probe.write_bytes(b"")
             probe.unlink()
 

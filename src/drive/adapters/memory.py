@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
-from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
 
 
 class InMemoryBlobRepository:
@@ -106,9 +106,7 @@ class InMemoryMetadataRepository:
             raise StorageUnavailable("copy lease was lost; retry")
         del self.pending[storage_key]
         self.records[record.id] = replace(record, backend=backend, storage_key=storage_key)
-        self.pending[record.storage_key] = PendingOp(
-            record.storage_key, record.backend, record.id, PendingKind.DELETE, lease_until
-        )
+        self.pending[record.storage_key] = PendingOp.deleting(record, lease_until)
         return True
 
     async def finish(self, storage_key: str) -> None:
@@ -119,9 +117,7 @@ class InMemoryMetadataRepository:
         self._check()
         record = self.records.pop(blob_id, None)
         if record is not None:
-            self.pending[record.storage_key] = PendingOp(
-                record.storage_key, record.backend, blob_id, PendingKind.DELETE, lease_until
-            )
+            self.pending[record.storage_key] = PendingOp.deleting(record, lease_until)
         return record
 
     async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:

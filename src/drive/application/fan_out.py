@@ -1,7 +1,7 @@
 """How a use-case runs many independent steps: a callable the composition root supplies.
 
 Use-cases stay free of any async runtime; ``sequentially`` is the plain default, and the
-entrypoints pass ``drive.adapters.concurrency.bounded_fan_out`` for real concurrency.
+container (drive.container) supplies ``drive.adapters.concurrency.bounded_fan_out``.
 """
 
 from __future__ import annotations

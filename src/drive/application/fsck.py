@@ -24,20 +24,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
-from drive.application.manage_blobs import DeleteBlob, all_records
+from drive.application.commit_protocol import CommitProtocol
+from drive.application.manage_blobs import DeleteBlob
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
-from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, CorruptBlob, StorageUnavailable, StoredBytesMissing
-from drive.domain.model import BlobRecord, PendingOp, utc_now
-from drive.domain.ports import MetadataRepository
+from drive.domain.model import BlobRecord, PendingOp
 
 log = logging.getLogger(__name__)
 
-PAGE = 500
-KNOWN_BATCH = 500
 MAX_INTERRUPTED = 10_000  # ``expired`` has no cursor; more than this is reported as this many
 
 BytesCallback = Callable[[int], None]
@@ -80,24 +76,20 @@ class CheckReport:
 
 
 class CheckStore:
-    def __init__(
-        self,
-        metadata: MetadataRepository,
-        backends: Backends,
-        lease: timedelta = timedelta(seconds=60),
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._metadata = metadata
-        self._backends = backends
-        self._clock = clock
-        self._retrieve = RetrieveBlob(metadata, backends)
-        self._recover = Recover(metadata, backends, clock)
-        self._delete = DeleteBlob(metadata, backends, lease, clock)
+    """Reads through ``retrieve``; repairs with ``recover`` and ``delete``, as every other caller would."""
+
+    def __init__(self, protocol: CommitProtocol, retrieve: RetrieveBlob, recover: Recover, delete: DeleteBlob) -> None:
+        self._protocol = protocol
+        self._metadata = protocol.metadata
+        self._backends = protocol.backends
+        self._retrieve = retrieve
+        self._recover = recover
+        self._delete = delete
 
     async def size(self) -> tuple[int, int]:
         """Blobs and bytes a full check reads: for sizing a progress bar."""
         blobs = total = 0
-        async for record in all_records(self._metadata, page=PAGE):
+        async for record in self._protocol.records():
             blobs += 1
             total += record.size
         return blobs, total
@@ -107,7 +99,7 @@ class CheckStore:
     ) -> CheckReport:
         """Check everything; ``verify=False`` skips reading bytes (no checksum check)."""
         report = CheckReport()
-        report.interrupted = await self._metadata.expired(self._clock(), MAX_INTERRUPTED)
+        report.interrupted = await self._metadata.expired(self._protocol.clock(), MAX_INTERRUPTED)
         listed: dict[str, set[str]] = {}
         for name in self._backends.names():
             try:
@@ -115,7 +107,7 @@ class CheckStore:
             except StorageUnavailable:
                 log.warning("check skipped backend %s: unreachable", name)
                 _unreachable(report, name)
-        async for record in all_records(self._metadata, page=PAGE):
+        async for record in self._protocol.records():
             await self._check(record, listed, report, verify, on_bytes)
         if repair:
             await self._repair(report)
@@ -123,21 +115,9 @@ class CheckStore:
 
     async def _orphans(self, name: str, report: CheckReport) -> set[str]:
         """Every key on backend ``name``; those nothing refers to are added to ``report.orphans``."""
-        # Recover's sweep applies the same test, but the missing-bytes check needs the listing too.
-        keys: set[str] = set()
-        batch: list[str] = []
-        async for key in self._backends.get(name).list_keys():
-            keys.add(key)
-            batch.append(key)
-            if len(batch) >= KNOWN_BATCH:
-                await self._unknown(name, batch, report)
-                batch = []
-        await self._unknown(name, batch, report)
-        return keys
-
-    async def _unknown(self, name: str, keys: list[str], report: CheckReport) -> None:
-        known = await self._metadata.known_keys(name, keys)
-        report.orphans += [(name, key) for key in keys if key not in known]
+        listed: set[str] = set()
+        report.orphans += [(name, key) async for key in self._protocol.orphans(name, listed)]
+        return listed
 
     async def _check(
         self,

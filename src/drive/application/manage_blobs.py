@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from drive.domain.backends import Backends
+from drive.application.commit_protocol import CommitProtocol
 from drive.domain.errors import BlobNotFound, InvalidId, InvalidRequest
 from drive.domain.ids import validate_id
-from drive.domain.model import BlobRecord, utc_now
+from drive.domain.model import BlobRecord
 from drive.domain.ports import MetadataRepository
-
-log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 
@@ -27,28 +22,15 @@ class DeleteBlob:
     bytes that cannot be removed now are removed by recovery when the intent's lease ends.
     """
 
-    def __init__(
-        self,
-        metadata: MetadataRepository,
-        backends: Backends,
-        lease: timedelta = timedelta(seconds=60),
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._metadata = metadata
-        self._backends = backends
-        self._lease = lease
-        self._clock = clock
+    def __init__(self, protocol: CommitProtocol) -> None:
+        self._protocol = protocol
 
     async def __call__(self, blob_id: str) -> BlobRecord:
         validate_id(blob_id)
-        record = await self._metadata.remove(blob_id, self._clock() + self._lease)
+        record = await self._protocol.metadata.remove(blob_id, self._protocol.lease_end())
         if record is None:
             raise BlobNotFound("no blob has that id")
-        try:
-            await self._backends.get(record.backend).delete(record.storage_key)
-            await self._metadata.finish(record.storage_key)
-        except Exception:
-            log.warning("bytes of deleted blob %r left to recovery", blob_id, exc_info=True)
+        await self._protocol.discard(record.backend, record.storage_key)
         return record
 
 
@@ -70,22 +52,6 @@ class ListBlobs:
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].id) if more else None)
-
-
-async def all_records(metadata: MetadataRepository, prefix: str = "", page: int = 500) -> AsyncIterator[BlobRecord]:
-    """Every committed record under ``prefix``, in id order, a page at a time.
-
-    Ids never change (not even when a blob moves), so paging by id is stable while
-    other work goes on.
-    """
-    after: str | None = None
-    while True:
-        records = await metadata.page(prefix, after, page)
-        for record in records:
-            yield record
-        if len(records) < page:
-            return
-        after = records[-1].id
 
 
 def encode_cursor(last_id: str) -> str:

@@ -14,7 +14,7 @@ A crash between any two steps leaves the record pointing at complete, verified b
 an intent that recovery finishes once its lease ends. Re-running moves what is still on a
 source backend, so an interrupted migration resumes where it stopped.
 
-Moves run through a ``FanOut`` the caller supplies (the command line passes a bounded
+Moves run through a ``FanOut`` the composition root supplies (drive.container passes a bounded
 anyio fan-out), so this module needs no async runtime of its own.
 """
 
@@ -25,21 +25,15 @@ import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
+from drive.application.commit_protocol import CommitProtocol, LeaseRenewal
 from drive.application.fan_out import FanOut, sequentially
-from drive.application.manage_blobs import all_records
-from drive.application.store_blob import LeaseRenewal
 from drive.application.streams import Digesting
-from drive.domain.backends import Backends
 from drive.domain.errors import CorruptBlob, InvalidRequest, StorageUnavailable, StoredBytesMissing
-from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now
-from drive.domain.ports import BlobRepository, MetadataRepository
-from drive.domain.storage_keys import new_storage_key
+from drive.domain.model import BlobRecord
+from drive.domain.ports import BlobRepository
 
 log = logging.getLogger(__name__)
-
-PAGE = 500
 
 
 class MoveOutcome(enum.StrEnum):
@@ -78,18 +72,10 @@ BlobCallback = Callable[[BlobRecord, MoveOutcome], None]
 
 
 class MigrateBlobs:
-    def __init__(
-        self,
-        metadata: MetadataRepository,
-        backends: Backends,
-        lease: timedelta = timedelta(seconds=60),
-        clock: Callable[[], datetime] = utc_now,
-        fan_out: FanOut = sequentially,
-    ) -> None:
-        self._metadata = metadata
-        self._backends = backends
-        self._lease = lease
-        self._clock = clock
+    def __init__(self, protocol: CommitProtocol, fan_out: FanOut = sequentially) -> None:
+        self._protocol = protocol
+        self._metadata = protocol.metadata
+        self._backends = protocol.backends
         self._fan_out = fan_out
 
     def sources_for(self, target: str, sources: Collection[str] | None = None) -> list[str]:
@@ -145,32 +131,27 @@ class MigrateBlobs:
         return report
 
     async def _records(self, sources: set[str], prefix: str) -> AsyncIterator[BlobRecord]:
-        async for record in all_records(self._metadata, prefix, PAGE):
+        async for record in self._protocol.records(prefix):
             if record.backend in sources:
                 yield record
 
     async def _move(self, record: BlobRecord, target: BlobRepository, on_bytes: BytesCallback | None) -> MoveOutcome:
         source = self._backends.get(record.backend)
-        key = new_storage_key()
-        await self._metadata.begin(PendingOp(key, target.name, record.id, PendingKind.STORE, self._lease_end()))
-        renewal = LeaseRenewal(self._metadata, key, self._lease, self._clock)
+        key = await self._protocol.intend_store(target.name, record.id)
         try:
-            outcome = await self._copy(record, source, target, key, renewal, on_bytes)
+            outcome = await self._copy(record, source, target, key, self._protocol.renewal(key), on_bytes)
             if outcome is MoveOutcome.MOVED and not await self._metadata.relocate(
-                record, target.name, key, self._lease_end()
+                record, target.name, key, self._protocol.lease_end()
             ):
                 outcome = MoveOutcome.SKIPPED
         except Exception:
-            await self._discard(target, key)
+            await self._protocol.discard(target.name, key)
             raise
         if outcome is not MoveOutcome.MOVED:
-            await self._discard(target, key)
+            await self._protocol.discard(target.name, key)
             return outcome
-        try:
-            await source.delete(record.storage_key)
-            await self._metadata.finish(record.storage_key)
-        except Exception:
-            log.warning("old bytes of migrated blob %r left to recovery", record.id, exc_info=True)
+        # The old bytes, under the DELETE intent ``relocate`` wrote.
+        await self._protocol.discard(record.backend, record.storage_key)
         log.info("moved %r from %s to %s (%d bytes)", record.id, source.name, target.name, record.size)
         return outcome
 
@@ -211,17 +192,6 @@ class MigrateBlobs:
     async def _unless_changed(self, record: BlobRecord, outcome: MoveOutcome) -> MoveOutcome:
         """A source read can fail because the blob was deleted or replaced meanwhile: not a problem."""
         return outcome if await self._metadata.get(record.id) == record else MoveOutcome.SKIPPED
-
-    async def _discard(self, target: BlobRepository, key: str) -> None:
-        """Best effort: remove the copy, then its intent. Recovery covers what fails here."""
-        try:
-            await target.delete(key)
-            await self._metadata.finish(key)
-        except Exception:
-            log.warning("cleanup of copy %s on %s deferred to recovery", key, target.name, exc_info=True)
-
-    def _lease_end(self) -> datetime:
-        return self._clock() + self._lease
 
 
 async def _counted(chunks: AsyncIterable[bytes], on_bytes: BytesCallback | None) -> AsyncIterator[bytes]:

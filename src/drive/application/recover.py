@@ -9,18 +9,14 @@ before its first byte, so bytes seen in a listing that have neither are truly or
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from drive.domain.backends import Backends
+from drive.application.commit_protocol import CommitProtocol
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import utc_now
-from drive.domain.ports import MetadataRepository
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 500  # expired intents finished per metadata query
 
 
 @dataclass(slots=True)
@@ -33,12 +29,11 @@ class RecoveryReport:
 
 
 class Recover:
-    def __init__(
-        self, metadata: MetadataRepository, backends: Backends, clock: Callable[[], datetime] = utc_now
-    ) -> None:
-        self._metadata = metadata
-        self._backends = backends
-        self._clock = clock
+    def __init__(self, protocol: CommitProtocol) -> None:
+        self._protocol = protocol
+        self._metadata = protocol.metadata
+        self._backends = protocol.backends
+        self._clock = protocol.clock
 
     async def __call__(self, *, sweep_orphans: bool = True, repair: bool = True) -> RecoveryReport:
         """Finish interrupted operations and sweep orphans; ``repair=False`` only reports."""
@@ -88,24 +83,9 @@ class Recover:
                 log.info("recovery removed bytes of interrupted %s of %r", op.kind.value, op.blob_id)
 
     async def _sweep(self, name: str, report: RecoveryReport, repair: bool) -> None:
-        backend = self._backends.get(name)
-        batch: list[str] = []
-        async for key in backend.list_keys():
-            batch.append(key)
-            if len(batch) >= BATCH:
-                await self._sweep_batch(name, batch, report, repair)
-                batch = []
-        if batch:
-            await self._sweep_batch(name, batch, report, repair)
-
-    async def _sweep_batch(self, name: str, keys: list[str], report: RecoveryReport, repair: bool) -> None:
-        known = await self._metadata.known_keys(name, keys)
-        backend = self._backends.get(name)
-        for key in keys:
-            if key in known:
-                continue
+        async for key in self._protocol.orphans(name):
             report.orphans_found.append((name, key))
             if repair:
-                await backend.delete(key)
+                await self._backends.get(name).delete(key)
                 report.orphans_removed += 1
                 log.info("recovery removed orphaned bytes %s on backend %s", key, name)

@@ -1,17 +1,20 @@
-"""The use-cases bundled for entrypoints, with the lifecycle of the ports behind them."""
+"""The use-cases bundled for entrypoints, with the lifecycle of the ports behind them.
+
+The container (drive.container) builds every use-case and hands them over here; this
+class only groups them and opens and closes the stores they share.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
 
+from drive.application.fsck import CheckStore
 from drive.application.manage_blobs import DeleteBlob, ListBlobs
+from drive.application.migrate import MigrateBlobs
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.store_blob import StoreBlob
 from drive.domain.backends import Backends
-from drive.domain.model import utc_now
 from drive.domain.ports import BlobRepository, MetadataRepository
 
 log = logging.getLogger(__name__)
@@ -20,18 +23,26 @@ log = logging.getLogger(__name__)
 class DriveService:
     def __init__(
         self,
+        *,
         metadata: MetadataRepository,
         backends: Backends,
-        lease: timedelta = timedelta(seconds=60),
-        clock: Callable[[], datetime] = utc_now,
+        store: StoreBlob,
+        retrieve: RetrieveBlob,
+        delete: DeleteBlob,
+        list_blobs: ListBlobs,
+        recover: Recover,
+        migrate: MigrateBlobs,
+        check: CheckStore,
     ) -> None:
         self.metadata = metadata
         self.backends = backends
-        self.store = StoreBlob(metadata, backends, lease, clock)
-        self.retrieve = RetrieveBlob(metadata, backends)
-        self.delete = DeleteBlob(metadata, backends, lease, clock)
-        self.list = ListBlobs(metadata)
-        self.recover = Recover(metadata, backends, clock)
+        self.store = store
+        self.retrieve = retrieve
+        self.delete = delete
+        self.list = list_blobs
+        self.recover = recover
+        self.migrate = migrate
+        self.check = check
         self._opened: list[MetadataRepository | BlobRepository] = []
 
     async def open(self) -> None:

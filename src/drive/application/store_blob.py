@@ -11,33 +11,19 @@ removed here on a best-effort basis and, failing that, by recovery once the leas
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterable, Callable
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterable
 
+from drive.application.commit_protocol import CommitProtocol
 from drive.application.streams import Digesting
-from drive.domain.backends import Backends
 from drive.domain.errors import BlobConflict, ChecksumMismatch, StorageUnavailable
 from drive.domain.ids import validate_id
-from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, utc_now, whole_seconds
-from drive.domain.ports import MetadataRepository
-from drive.domain.storage_keys import new_storage_key
-
-log = logging.getLogger(__name__)
+from drive.domain.model import BlobRecord, CommitOutcome, whole_seconds
 
 
 class StoreBlob:
-    def __init__(
-        self,
-        metadata: MetadataRepository,
-        backends: Backends,
-        lease: timedelta = timedelta(seconds=60),
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        self._metadata = metadata
-        self._backends = backends
-        self._lease = lease
-        self._clock = clock
+    def __init__(self, protocol: CommitProtocol) -> None:
+        self._protocol = protocol
+        self._metadata = protocol.metadata
 
     async def __call__(
         self,
@@ -57,13 +43,9 @@ class StoreBlob:
             _check_expected(digest, expected_sha256)
             return _replay(existing, digest)
 
-        backend = self._backends.default
-        key = new_storage_key()
-        renewal = LeaseRenewal(self._metadata, key, self._lease, self._clock)
-        await self._metadata.begin(
-            PendingOp(key, backend.name, blob_id, PendingKind.STORE, self._clock() + self._lease)
-        )
-        digest = Digesting(chunks, max_size, on_progress=renewal.maybe_renew)
+        backend = self._protocol.backends.default
+        key = await self._protocol.intend_store(backend.name, blob_id)
+        digest = Digesting(chunks, max_size, on_progress=self._protocol.renewal(key).maybe_renew)
         try:
             written = await backend.write(key, digest)
             if not digest.finished or written != digest.size:
@@ -73,27 +55,19 @@ class StoreBlob:
                 id=blob_id,
                 size=digest.size,
                 sha256=digest.sha256,
-                created_at=whole_seconds(self._clock()),
+                created_at=whole_seconds(self._protocol.clock()),
                 backend=backend.name,
                 storage_key=key,
             )
             outcome = await self._metadata.commit(record)
         except Exception:
-            await self._discard(backend.name, key)
+            await self._protocol.discard(backend.name, key)
             raise
         if outcome.created:
             return outcome
         # Lost a race for the id: our bytes are surplus either way.
-        await self._discard(backend.name, key)
+        await self._protocol.discard(backend.name, key)
         return _replay(outcome.record, digest)
-
-    async def _discard(self, backend_name: str, key: str) -> None:
-        """Best effort: remove staged bytes, then the intent. Recovery covers what fails here."""
-        try:
-            await self._backends.get(backend_name).delete(key)
-            await self._metadata.finish(key)
-        except Exception:
-            log.warning("cleanup of storage key %s deferred to recovery", key, exc_info=True)
 
 
 def _check_expected(digest: Digesting, expected_sha256: str | None) -> None:
@@ -105,22 +79,3 @@ def _replay(existing: BlobRecord, digest: Digesting) -> CommitOutcome:
     if existing.sha256 != digest.sha256 or existing.size != digest.size:
         raise BlobConflict("the id holds different bytes already")
     return CommitOutcome(existing, created=False)
-
-
-class LeaseRenewal:
-    """Keeps a long upload's pending op alive so recovery never reclaims it mid-flight."""
-
-    def __init__(self, metadata: MetadataRepository, key: str, lease: timedelta, clock: Callable[[], datetime]) -> None:
-        self._metadata = metadata
-        self._key = key
-        self._lease = lease
-        self._clock = clock
-        self._next = clock() + lease / 3
-
-    async def maybe_renew(self) -> None:
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self._lease / 3
-        if not await self._metadata.renew(self._key, now + self._lease):
-            raise StorageUnavailable("upload lease was lost; retry the upload")

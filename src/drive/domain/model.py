@@ -48,6 +48,11 @@ class PendingOp:
     kind: PendingKind
     lease_until: datetime
 
+    @classmethod
+    def deleting(cls, record: BlobRecord, lease_until: datetime) -> PendingOp:
+        """The intent to remove ``record``'s bytes, written with the change that leaves them unreferenced."""
+        return cls(record.storage_key, record.backend, record.id, PendingKind.DELETE, lease_until)
+
 
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:

@@ -13,6 +13,7 @@ from drive.container import Container
 from drive.domain.errors import ConfigurationError, DriveError
 from drive.entrypoints import cli_blobs, cli_db, cli_ops
 from drive.entrypoints.cli_runtime import ExitCode, exit_code_for
+from drive.entrypoints.logs import configure_logging, settings_secrets
 from drive.settings import Settings
 
 
@@ -20,9 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()  # fail here, in one line, before any worker starts
-    from drive.entrypoints.http.request_log import configure_logging
-
-    configure_logging(settings.log_level)  # JSON lines here too, as in every worker
+    configure_logging(settings.log_level, settings_secrets(settings))  # JSON lines here too, as in every worker
     anyio.run(_preflight)
     uvicorn.run(
         "drive.entrypoints.http.asgi:create_app",

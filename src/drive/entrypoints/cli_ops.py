@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import timedelta
+from dataclasses import replace
 
 import anyio
 
-from drive.adapters.concurrency import bounded_fan_out
-from drive.application.fsck import CheckReport, CheckStore
-from drive.application.migrate import MigrateBlobs, MigrationReport, MoveOutcome
+from drive.application.fsck import CheckReport
+from drive.application.migrate import MigrationReport, MoveOutcome
 from drive.domain.errors import ConfigurationError, DriveError
 from drive.domain.model import BlobRecord
 from drive.entrypoints.cli_output import counted, human_size, pending_json, print_json, record_json
@@ -24,22 +23,15 @@ from drive.settings import BACKEND_NAMES, Settings
 def run_migrate(args: argparse.Namespace) -> int:
     settings = load_settings(args.verbose)
     sources = _backend_list(args.sources) if args.sources else None
-    for name in [args.to, *(sources or [])]:
-        if name not in settings.backends:
-            raise ConfigurationError(
-                f"backend {name} is not configured: list it in DRIVE_BACKENDS (and give its settings)"
-            )
+    # Naming a backend enables it for this run: its settings suffice, DRIVE_BACKENDS need not list it.
+    named = {args.to, *(sources or [])}
+    settings = replace(settings, backends=tuple(n for n in BACKEND_NAMES if n in named or n in settings.backends))
     return anyio.run(_migrate, args, settings, sources)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings, sources: list[str] | None) -> int:
     async with opened_service(settings) as service:
-        migrate = MigrateBlobs(
-            service.metadata,
-            service.backends,
-            timedelta(seconds=settings.upload_lease_seconds),
-            fan_out=bounded_fan_out,
-        )
+        migrate = service.migrate
         chosen = migrate.sources_for(args.to, sources)
         # Leftovers of an interrupted earlier run (copies, old bytes) whose lease has ended.
         await service.recover(sweep_orphans=False)
@@ -121,7 +113,7 @@ def run_fsck(args: argparse.Namespace) -> int:
 
 async def _fsck(args: argparse.Namespace, settings: Settings) -> int:
     async with opened_service(settings) as service:
-        check = CheckStore(service.metadata, service.backends, timedelta(seconds=settings.upload_lease_seconds))
+        check = service.check
         shown = stderr_is_terminal() and not args.quick
         total = (await check.size())[1] if shown else None
         with TransferBar("verifying", total, enabled=shown) as bar:
@@ -189,7 +181,7 @@ def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     migrate = commands.add_parser(
-        "migrate", parents=[common], help="move blobs between configured backends", description=_MIGRATE_HELP
+        "migrate", parents=[common], help="move blobs between backends", description=_MIGRATE_HELP
     )
     migrate.add_argument("--to", required=True, choices=BACKEND_NAMES, help="backend to move blobs to")
     migrate.add_argument(
@@ -226,9 +218,10 @@ def _positive(text: str) -> int:
 
 
 _MIGRATE_HELP = (
-    "Move blobs to another configured backend. Each move copies the bytes, verifies their "
-    "SHA-256, switches the metadata, then deletes the old bytes, so a crash never loses a "
-    "blob; run the command again to resume an interrupted migration."
+    "Move blobs to another backend. A backend named with --to or --from is enabled for the run "
+    "(its settings must be set; DRIVE_BACKENDS need not list it). Each move copies the bytes, "
+    "verifies their SHA-256, switches the metadata, then deletes the old bytes, so a crash never "
+    "loses a blob; run the command again to resume an interrupted migration."
 )
 _FSCK_HELP = (
     "Report interrupted operations, orphaned bytes, missing bytes and checksum mismatches; "

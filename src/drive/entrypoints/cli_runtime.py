@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +22,7 @@ from drive.domain.errors import (
     InvalidRequest,
     StorageUnavailable,
 )
+from drive.entrypoints.logs import configure_command_logging
 from drive.settings import Settings
 
 # Tokens guard the HTTP API. The command line reads the stores directly, so it needs
@@ -73,27 +73,20 @@ def load_settings(verbose: bool = False) -> Settings:
     if not (env.get("AUTH_BEARER_TOKEN", "").strip() or env.get("AUTH_TOKENS", "").strip()):
         env["AUTH_BEARER_TOKEN"] = _NO_TOKEN
     settings = Settings.from_env(env)
-    _configure_logging(settings, verbose)
+    configure_command_logging(settings, verbose)
     return settings
 
 
-def _configure_logging(settings: Settings, verbose: bool) -> None:
-    # Quiet by default: each command reports its own outcome in one line, and the
-    # service's logs (warnings with tracebacks) are meant for servers. -v shows them.
-    if verbose:
-        logging.basicConfig(
-            level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    else:
-        logging.disable(logging.CRITICAL)
+def container_for(settings: Settings) -> Container:
+    container = Container()
+    container.settings.override(providers.Object(settings))
+    return container
 
 
 @contextlib.asynccontextmanager
 async def opened_service(settings: Settings) -> AsyncIterator[DriveService]:
     """The same container and service as the HTTP API, opened for one command."""
-    container = Container()
-    container.settings.override(providers.Object(settings))
-    service = container.service()
+    service = container_for(settings).service()
     try:
         await service.open()
         yield service

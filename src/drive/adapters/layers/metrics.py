@@ -15,30 +15,9 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
-
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository
-
-# Seconds; shared with the HTTP metrics so the two line up on one dashboard.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-BACKEND_DURATION = Histogram(
-    "drive_backend_operation_duration_seconds",
-    "Backend operation time (streams: until fully consumed), by backend, operation and outcome.",
-    ["backend", "operation", "outcome"],
-    buckets=LATENCY_BUCKETS,
-)
-BACKEND_ERRORS = Counter(
-    "drive_backend_operation_errors",
-    "Backend operations that failed on the backend's side, by kind: unavailable, missing, unexpected.",
-    ["backend", "operation", "error"],
-)
-BACKEND_BYTES = Counter(
-    "drive_backend_bytes",
-    "Bytes written to or read from a backend.",
-    ["backend", "direction"],
-)
+from drive.telemetry import BACKEND_BYTES, BACKEND_DURATION, BACKEND_ERRORS
 
 
 def _error_kind(exc: Exception) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import msgspec
@@ -19,21 +17,17 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from drive import __version__
 from drive.application.service import DriveService
 from drive.container import Container
-from drive.domain.errors import StorageUnavailable
-from drive.domain.ports import BlobRepository, MetadataRepository
 from drive.entrypoints.http.auth import TokenChecker, bearer_guard
 from drive.entrypoints.http.blobs import route_handlers
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
-from drive.entrypoints.http.request_log import configure_logging
+from drive.entrypoints.logs import configure_logging, settings_secrets
 from drive.settings import Settings
 
 log = logging.getLogger("drive")
 
-# Each readiness check gets this long; a hung backend makes /readyz say so, not hang.
-READINESS_TIMEOUT_SECONDS = 3.0
 # On shutdown, how long requests still unwinding get before the stores are closed.
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
@@ -52,7 +46,8 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(state: State) -> Response[bytes]:
-    checks = await state.readiness(state.service)
+    readiness: Callable[[], Awaitable[dict[str, str]]] = state.readiness
+    checks = await readiness()
     down = [name for name, result in checks.items() if result != "ok"]
     if not down:
         return Response(msgspec.json.encode({"status": "ok", "checks": checks}), media_type="application/json")
@@ -60,47 +55,6 @@ async def readyz(state: State) -> Response[bytes]:
     return Response(
         msgspec.json.encode(body), status_code=503, media_type="application/json", headers={"Retry-After": "1"}
     )
-
-
-class Readiness:
-    """``ok``, ``unavailable`` or ``timeout`` for the metadata store and each backend, checked at once.
-
-    The answer always comes within ``seconds``: ``asyncio.wait`` does not wait for stuck
-    checks to unwind (a ping blocked in a worker thread cannot be cancelled). A check still
-    stuck from an earlier probe is waited on again rather than started twice, so frequent
-    probes of a hung backend do not pile up threads.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._running: dict[str, asyncio.Task[str]] = {}
-
-    async def __call__(self, service: DriveService) -> dict[str, str]:
-        ports: dict[str, MetadataRepository | BlobRepository] = {"metadata": service.metadata}
-        ports.update((backend.name, backend) for backend in service.backends)
-        for name, port in ports.items():
-            task = self._running.get(name)
-            if task is None or task.done():
-                self._running[name] = asyncio.ensure_future(_check(name, port))
-        tasks = {name: self._running[name] for name in ports}
-        await asyncio.wait(tasks.values(), timeout=self._seconds)
-        checks: dict[str, str] = {}
-        for name, task in tasks.items():
-            if not task.done():
-                task.cancel()
-            checks[name] = task.result() if task.done() and not task.cancelled() else "timeout"
-        return checks
-
-
-async def _check(name: str, port: MetadataRepository | BlobRepository) -> str:
-    try:
-        await port.ping()
-    except StorageUnavailable:
-        return "unavailable"
-    except Exception:
-        log.warning("readiness check of %s failed", name, exc_info=True)
-        return "unavailable"
-    return "ok"
 
 
 async def _recover_periodically(service: DriveService, interval: float) -> None:
@@ -119,29 +73,17 @@ async def _recover_periodically(service: DriveService, interval: float) -> None:
         await anyio.sleep(interval)
 
 
-def _secrets(settings: Settings) -> Iterator[str | None]:
-    """Every configured credential, so the log formatter can keep them out of every line."""
-    yield from settings.tokens
-    for url in (settings.database_url, settings.blob_database_url):
-        with contextlib.suppress(ValueError):
-            yield urlsplit(url or "").password
-    if settings.s3 is not None:
-        yield settings.s3.secret_key
-        yield settings.s3.session_token
-    if settings.ftp is not None:
-        yield settings.ftp.password
-
-
 def create_app(container: Container | None = None) -> Litestar:
     container = container or Container()
     settings = container.settings()  # raises ConfigurationError naming the variable
-    configure_logging(settings.log_level, _secrets(settings))
+    configure_logging(settings.log_level, settings_secrets(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         service = container.service()
         await service.open()
         app.state.service = service
+        app.state.readiness = container.readiness()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_recover_periodically, service, settings.recovery_interval_seconds)
@@ -187,7 +129,6 @@ def create_app(container: Container | None = None) -> Litestar:
     )
     app.state.tokens = TokenChecker(settings.tokens)
     app.state.settings = settings
-    app.state.readiness = Readiness(READINESS_TIMEOUT_SECONDS)
     # Outermost layer, around routing and exception handling: it sees every response.
     app.asgi_handler = app.state.requests = RequestObserver(app.asgi_handler)
     return app

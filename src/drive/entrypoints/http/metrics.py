@@ -12,34 +12,12 @@ from __future__ import annotations
 import os
 
 from litestar import Response, get
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from drive.adapters.layers.metrics import LATENCY_BUCKETS
 from drive.entrypoints.http.types import AnyRequest
-
-HTTP_REQUESTS = Counter(
-    "drive_http_requests",
-    "HTTP requests served, by method, route template and status.",
-    ["method", "route", "status"],
-)
-HTTP_DURATION = Histogram(
-    "drive_http_request_duration_seconds",
-    "Time from the request's arrival to the last byte of its response.",
-    ["method", "route", "status"],
-    buckets=LATENCY_BUCKETS,
-)
-HTTP_BYTES_IN = Counter(
-    "drive_http_request_body_bytes",
-    "Request body bytes received.",
-    ["method", "route"],
-)
-HTTP_BYTES_OUT = Counter(
-    "drive_http_response_body_bytes",
-    "Response body bytes sent.",
-    ["method", "route"],
-)
+from drive.telemetry import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
 
 
 def observe_request(method: str, route: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:

@@ -21,7 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
 from drive.entrypoints.http.metrics import observe_request
-from drive.entrypoints.http.request_log import request_id_var
+from drive.entrypoints.logs import request_id_var
 
 access_log = logging.getLogger("drive.access")
 

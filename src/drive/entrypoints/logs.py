@@ -1,9 +1,11 @@
-"""Structured logs: one JSON object per line, with the request id, and never a secret.
+"""Logging for both entrypoints: one JSON object per line, with the request id, and never a secret.
 
 ``configure_logging`` is called by ``drive serve`` and again by every app it creates
 (uvicorn's worker processes start with fresh logging), so it is idempotent: one JSON
 handler on the root logger, uvicorn's loggers routed through it, uvicorn's own access log
-off (``drive.access`` writes one line per request instead).
+off (``drive.access`` writes one line per request instead). A process that already routes
+its logs (a test runner, an embedding server) keeps its handlers. ``configure_command_logging``
+is the data commands' quieter variant.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import msgspec
+
+from drive.settings import Settings
 
 # The id of the request being served, added to every log line written while serving it.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("drive_request_id", default=None)
@@ -103,16 +108,22 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
+    """JSON lines on stderr, unless the process already sends its logs somewhere.
+
+    A process whose root logger has handlers of its own (a test runner capturing logs, an
+    embedding server) keeps them: ``logging.basicConfig``'s plain stream handlers are
+    re-formatted as JSON, anything else is left alone, and no stderr handler is added
+    beside it. Otherwise one JSON handler goes on the root logger, once.
+    """
     add_secrets(secrets)
     formatter = JsonFormatter()
     root = logging.getLogger()
     root.setLevel(level)
-    ours = [h for h in root.handlers if isinstance(h, _StderrHandler)]
-    # A plain handler from ``logging.basicConfig`` is re-formatted rather than duplicated.
-    plain = [h for h in root.handlers if type(h) is logging.StreamHandler]
-    for handler in plain:
-        handler.setFormatter(formatter)
-    if not ours and not plain:
+    hosted = [h for h in root.handlers if not isinstance(h, _StderrHandler)]
+    for handler in hosted:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(formatter)
+    if not root.handlers:
         handler = _StderrHandler()
         handler.setFormatter(formatter)
         root.addHandler(handler)
@@ -124,3 +135,36 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False
+
+
+def settings_secrets(settings: Settings) -> Iterator[str | None]:
+    """Every configured credential, so the formatter can keep them out of every line."""
+    yield from settings.tokens
+    for url in (settings.database_url, settings.blob_database_url):
+        try:
+            password = urlsplit(url or "").password
+        except ValueError:  # not a URL: nothing to hide in it
+            continue
+        yield password
+    if settings.s3 is not None:
+        yield settings.s3.secret_key
+        yield settings.s3.session_token
+    if settings.ftp is not None:
+        yield settings.ftp.password
+
+
+def configure_command_logging(settings: Settings, verbose: bool) -> None:
+    """Quiet by default: each command reports its own outcome in one line, and the
+    service's logs (warnings with tracebacks) are meant for servers. ``-v`` shows them."""
+    if not verbose:
+        logging.disable(logging.CRITICAL)
+        return
+    add_secrets(settings_secrets(settings))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
