@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
@@ -121,6 +121,11 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
             max_json_blob_size=min(read.max_blob_size, read.max_json_blob_size),
             log_level=read.log_level.upper(),
         )
+
+    def enabling(self, names: Iterable[str]) -> Settings:
+        """The same settings with ``names`` enabled as well (each still needs its own settings)."""
+        wanted = {*names, *self.backends}
+        return msgspec.structs.replace(self, backends=tuple(name for name in BACKEND_NAMES if name in wanted))
 
 
 _S = TypeVar("_S", bound=_EnvStruct)

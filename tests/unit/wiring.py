@@ -12,7 +12,7 @@ from drive.container import Container
 from drive.domain.backends import Backends
 from drive.settings import Settings
 
-TOKEN = "unit-test-token"
+TOKEN = "unit-test-token-0123456789"
 
 
 def container_over(

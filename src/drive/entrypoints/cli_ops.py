@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 import anyio
 
@@ -25,7 +24,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     sources = _backend_list(args.sources) if args.sources else None
     # Naming a backend enables it for this run: its settings suffice, DRIVE_BACKENDS need not list it.
     named = {args.to, *(sources or [])}
-    settings = replace(settings, backends=tuple(n for n in BACKEND_NAMES if n in named or n in settings.backends))
+    settings = settings.enabling(named)
     return anyio.run(_migrate, args, settings, sources)
 
 
