@@ -29,8 +29,10 @@ from drive.adapters.db import DatabaseBlobRepository, blob_schema
 from drive.adapters.sql_engine import create_engine
 from drive.adapters.sql_metadata import SqlMetadataRepository, schema
 from drive.adapters.sql_schema import SchemaMigrations
+from drive.application.retrieve_blob import RetrieveBlob
+from drive.domain.backends import Backends
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import utc_now
+from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now, whole_seconds
 from tests.integration.cli_helpers import Drive, cli_env
 from tests.integration.servers.postgres import SERVER_URL
 
@@ -47,7 +49,7 @@ V1_BLOBS = {
 }
 V1_INTERRUPTED = ("00000000000000000000000000000009", "interrupted")
 VERSION_TABLES = {"drive_alembic_metadata", "drive_alembic_blobs"}
-HEADS = {"metadata": "0001", "blobs": "0001"}
+HEADS = {"metadata": "0002", "blobs": "0001"}  # metadata 0002: chunk digests
 
 
 @pytest.fixture
@@ -113,17 +115,24 @@ async def one(data: bytes) -> AsyncIterator[bytes]:
 
 async def test_v1_database_upgrades_with_every_blob_readable(url: str) -> None:
     await load_v1(url)
-    assert await SchemaMigrations(url, backends=["db"]).current() == HEADS  # recognised as 0001 before any stamp
+    assert await SchemaMigrations(url, backends=["db"]).current() == {"metadata": "0001", "blobs": "0001"}
     metadata = SqlMetadataRepository(url)
     blobs = DatabaseBlobRepository(url)
     await metadata.open()
     await blobs.open()
     try:
+        retrieve = RetrieveBlob(metadata, Backends({"db": blobs}, default="db"))
         for blob_id, data in V1_BLOBS.items():
             record = await metadata.get(blob_id)
             assert record is not None, blob_id
             assert (record.size, record.sha256, record.backend) == (len(data), hashlib.sha256(data).hexdigest(), "db")
             assert await read_all(blobs, record.storage_key) == data
+            # Stored before chunk digests: read, and ranges verified, against the whole hash.
+            assert (record.chunk_size, record.chunk_digests) == (None, None) and not record.chunked
+            assert await retrieve.read_all(record) == data
+            if data:
+                ranged = [chunk async for chunk in retrieve.stream_range(record, 1, len(data))]
+                assert b"".join(ranged) == data[1:]
         intents = await metadata.expired(utc_now() + timedelta(days=365 * 10), 10)
         assert [(op.storage_key, op.blob_id) for op in intents] == [V1_INTERRUPTED]
         assert [r.id for r in await metadata.page("", None, 10)] == sorted(V1_BLOBS)
@@ -132,12 +141,17 @@ async def test_v1_database_upgrades_with_every_blob_readable(url: str) -> None:
         key = "0123456789abcdef0123456789abcdef"
         assert await blobs.write(key, one(b"after the upgrade")) == 17
         assert await read_all(blobs, key) == b"after the upgrade"
+        digests = bytes(range(64))
+        await metadata.begin(PendingOp(key, "db", "new", PendingKind.STORE, utc_now() + timedelta(minutes=1)))
+        new = BlobRecord("new", 17, "0" * 64, whole_seconds(utc_now()), "db", key, 9, digests)
+        assert (await metadata.commit(new)).created
+        assert await metadata.get("new") == new  # the new columns round-trip
     finally:
         await metadata.close()
         await blobs.close()
 
     # Stamped, not re-created: one row per chain, and the old guard is still there for old releases.
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
     assert await rows(url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
     assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
@@ -184,6 +198,7 @@ async def test_fresh_database_reaches_head_with_the_v1_schema(
 
     legacy = fresh_url(kind, tmp_path, request, name="legacy")
     await load_v1(legacy)
+    await SchemaMigrations(legacy, backends=["db"]).upgrade()  # 0001 stamped, then 0002 run
     shapes = []
     for target in (url, legacy):
         engine = create_engine(target)
@@ -205,7 +220,7 @@ async def test_blob_tables_may_live_in_their_own_database(
     migrations = SchemaMigrations(url, blob_url)
     await migrations.upgrade()
     assert await migrations.current() == HEADS
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
     assert await rows(blob_url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     for found in (url, blob_url):
         engine = create_engine(found)
@@ -271,22 +286,25 @@ def test_drive_db_current_and_upgrade(kind: str, url: str, tmp_path: Path) -> No
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, DRIVE_BACKENDS="fs,db"), tmp_path)
     before = drive("db", "current").ok()
     assert before.text.splitlines() == [
-        "metadata  none   head is 0001: run drive db upgrade",
+        "metadata  none   head is 0002: run drive db upgrade",
         "blobs     none   head is 0001: run drive db upgrade",
     ]
-    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0002   at head", "blobs     0001   at head"]
     assert drive("db", "current", "--json").ok().json() == {
-        "metadata": {"revision": "0001", "head": "0001"},
+        "metadata": {"revision": "0002", "head": "0002"},
         "blobs": {"revision": "0001", "head": "0001"},
     }
     # Without the db backend only the metadata store is reported.
-    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0001   at head"]
+    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0002   at head"]
 
 
 def test_drive_db_on_a_v1_database_then_every_blob_is_served(kind: str, url: str, tmp_path: Path) -> None:
     anyio.run(load_v1, url)
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, STORAGE="db"), tmp_path)
-    assert drive("db", "current").ok().text.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+    assert drive("db", "current").ok().text.splitlines() == [
+        "metadata  0001   head is 0002: run drive db upgrade",
+        "blobs     0001   at head",
+    ]
     drive("db", "upgrade").ok()
     for blob_id, data in V1_BLOBS.items():
         assert drive("get", blob_id).ok().stdout == data
@@ -331,12 +349,13 @@ def test_replicas_starting_together_upgrade_once(kind: str, url: str, tmp_path: 
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr, stderr
-        assert stdout.splitlines() == ["metadata  0001   at head", "blobs     0001   at head"]
+        assert stdout.splitlines() == ["metadata  0002   at head", "blobs     0001   at head"]
     logs = "".join(stderr for _, stderr in outputs)
     # Alembic logs each revision it runs: each chain's 0001 ran in exactly one process,
     # and no process tripped over another's half-built schema (a failed try is retried).
     assert logs.count("Running upgrade  -> 0001") == 2, logs
+    assert logs.count("Running upgrade 0001 -> 0002") == 1, logs
     assert "retrying" not in logs, logs
-    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0001",)]
+    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
     assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert anyio.run(rows, url, "SELECT version FROM drive_schema") == [(1,)]

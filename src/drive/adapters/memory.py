@@ -12,8 +12,11 @@ from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
 
 
 class InMemoryBlobRepository:
-    def __init__(self, name: str = "memory") -> None:
+    """``read_piece``: reads yield pieces of at most this many bytes (None: one piece), as real backends do."""
+
+    def __init__(self, name: str = "memory", read_piece: int | None = None) -> None:
         self.name = name
+        self.read_piece = read_piece
         self.objects: dict[str, bytes] = {}
         self.staged: dict[str, bytearray] = {}
 
@@ -40,8 +43,10 @@ class InMemoryBlobRepository:
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         if key not in self.objects:
             raise StoredBytesMissing(f"no bytes for key {key}")
-        data = self.objects[key]
-        yield data[start:end]
+        data = self.objects[key][start:end]
+        step = self.read_piece or max(1, len(data))
+        for at in range(0, len(data), step):
+            yield data[at : at + step]
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)

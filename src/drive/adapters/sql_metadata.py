@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -44,6 +46,9 @@ schema = MetaData()
 # PostgreSQL's "C" collation orders text by bytes, as SQLite's default BINARY does.
 _IdText = Text().with_variant(Text(collation="C"), "postgresql")
 
+# 32 bytes per chunk: past MariaDB's 64 KiB BLOB for blobs over 2 GiB, hence LONGBLOB there.
+_Digests = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
 blobs = Table(
     "drive_blobs",
     schema,
@@ -53,6 +58,9 @@ blobs = Table(
     Column("created_at", BigInteger, nullable=False),  # unix seconds, UTC
     Column("backend", String(32), nullable=False),
     Column("storage_key", String(32), nullable=False, unique=True),
+    # Chunk digests (revision 0002); NULL for blobs stored before them.
+    Column("chunk_size", Integer, nullable=True),
+    Column("chunk_digests", _Digests, nullable=True),
 )
 
 pending = Table(
@@ -86,6 +94,8 @@ def _record(row: object) -> BlobRecord:
         created_at=datetime.fromtimestamp(m["created_at"], UTC),
         backend=m["backend"],
         storage_key=m["storage_key"],
+        chunk_size=m["chunk_size"],
+        chunk_digests=None if m["chunk_digests"] is None else bytes(m["chunk_digests"]),
     )
 
 
@@ -165,6 +175,8 @@ class SqlMetadataRepository:
                         created_at=_seconds(record.created_at),
                         backend=record.backend,
                         storage_key=record.storage_key,
+                        chunk_size=record.chunk_size,
+                        chunk_digests=record.chunk_digests,
                     )
                 )
         except IntegrityError:

@@ -17,7 +17,8 @@ from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 
-_RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key"
+_RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests"
+_RECORD_VALUES = ", ".join("?" * len(_RECORD_COLUMNS.split(",")))
 
 
 class _AlreadyCommitted(Exception):
@@ -31,8 +32,8 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _record(row: tuple[str, int, str, int, str, str]) -> BlobRecord:
-    blob_id, size, sha256, created_at, backend, storage_key = row
+def _record(row: tuple[str, int, str, int, str, str, int | None, bytes | None]) -> BlobRecord:
+    blob_id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests = row
     return BlobRecord(
         id=blob_id,
         size=size,
@@ -40,6 +41,8 @@ def _record(row: tuple[str, int, str, int, str, str]) -> BlobRecord:
         created_at=datetime.fromtimestamp(created_at, UTC),
         backend=backend,
         storage_key=storage_key,
+        chunk_size=chunk_size,
+        chunk_digests=None if chunk_digests is None else bytes(chunk_digests),
     )
 
 
@@ -92,7 +95,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             if gone.rowcount != 1:
                 raise StorageUnavailable("upload lease was lost; retry the upload")
             inserted = conn.execute(
-                f"INSERT INTO drive_blobs ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",  # noqa: S608
+                f"INSERT INTO drive_blobs ({_RECORD_COLUMNS}) VALUES ({_RECORD_VALUES}) ON CONFLICT (id) DO NOTHING",  # noqa: S608
                 (
                     record.id,
                     record.size,
@@ -100,6 +103,8 @@ class SqliteMetadataRepository(SqlMetadataRepository):
                     int(record.created_at.timestamp()),
                     record.backend,
                     record.storage_key,
+                    record.chunk_size,
+                    record.chunk_digests,
                 ),
             )
             if inserted.rowcount != 1:

@@ -7,7 +7,8 @@ Four kinds of problem:
 * orphans: bytes on a backend that no record or pending operation refers to.
   Repair: ``Recover`` removes them.
 * missing: a committed record whose bytes are not on its backend.
-* corrupt: a committed record whose bytes no longer match its size and SHA-256.
+* corrupt: a committed record whose bytes no longer match its size and SHA-256 (for blobs
+  with chunk digests, each chunk is checked and the damaged ones are named).
 
 Missing and corrupt blobs can never be served again, so repair *forgets* them: the record
 is removed through ``DeleteBlob`` (which also deletes any corrupt bytes), the id answers
@@ -47,6 +48,7 @@ class CheckReport:
     orphans: list[tuple[str, str]] = field(default_factory=list)  # (backend, storage key)
     missing: list[BlobRecord] = field(default_factory=list)
     corrupt: list[BlobRecord] = field(default_factory=list)
+    damaged_chunks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # corrupt id -> chunk indexes
     unreachable_backends: list[str] = field(default_factory=list)
     repaired: bool = False
     interrupted_removed: int = 0
@@ -135,13 +137,20 @@ class CheckStore:
         try:
             if record.storage_key not in keys:
                 # Not listed: missing, unless it was stored after the listing (one byte tells).
-                async for _ in self._retrieve.stream_range(record, 0, 1):
+                async for _ in self._backends.get(record.backend).read(record.storage_key, 0, 1):
                     pass
             if verify:
-                async for chunk in self._retrieve.stream(record):
-                    report.bytes_verified += len(chunk)
+
+                def counted(n: int) -> None:
+                    report.bytes_verified += n
                     if on_bytes is not None:
-                        on_bytes(len(chunk))
+                        on_bytes(n)
+
+                scanned = await self._retrieve.scan(record, counted)
+                if not scanned.intact and await self._unchanged(record):
+                    report.corrupt.append(record)
+                    if scanned.damaged_chunks:
+                        report.damaged_chunks[record.id] = scanned.damaged_chunks
         except StoredBytesMissing:
             if await self._unchanged(record):
                 report.missing.append(record)

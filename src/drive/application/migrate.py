@@ -5,9 +5,11 @@ One move, for a blob whose record points at ``source``/``old_key``:
 1. Intent: a STORE pending op for a fresh ``new_key`` on the target (so recovery can undo the copy).
 2. Copy: stream ``old_key`` from the source into ``new_key`` on the target, hashing on the way.
 3. Verify: the bytes copied, and the bytes read back from the target, match the record's size
-   and SHA-256. A mismatch discards the copy and reports the blob; its record stays as it was.
-4. Switch: ``relocate`` points the record at the copy and records a DELETE intent for the old
-   key, in one metadata transaction (refused if the record changed meanwhile: copy discarded).
+   and SHA-256 (and, copied, its chunk digests). A mismatch discards the copy and reports the
+   blob; its record stays as it was.
+4. Switch: ``relocate`` points the record at the copy (keeping its digests: they describe the
+   bytes, not where they are) and records a DELETE intent for the old key, in one metadata
+   transaction (refused if the record changed meanwhile: copy discarded).
 5. Delete the old bytes and end that intent.
 
 A crash between any two steps leaves the record pointing at complete, verified bytes, plus
@@ -165,7 +167,12 @@ class MigrateBlobs:
         on_bytes: BytesCallback | None,
     ) -> MoveOutcome:
         """Copy and verify; CORRUPT/MISSING/SKIPPED when the source cannot give the recorded bytes."""
-        digest = Digesting(_counted(source.read(record.storage_key), on_bytes), on_progress=renewal.maybe_renew)
+        # Chunk digests as the record's were made, so a damaged chunk can be named.
+        digest = Digesting(
+            _counted(source.read(record.storage_key), on_bytes),
+            on_progress=renewal.maybe_renew,
+            chunk_size=record.chunk_size if record.chunked else None,
+        )
         try:
             written = await target.write(key, digest)
         except CorruptBlob as exc:
@@ -175,8 +182,10 @@ class MigrateBlobs:
             )
         if not digest.finished or written != digest.size:
             raise StorageUnavailable(f"backend {target.name} stored {written} of {digest.size} bytes")
-        if digest.size != record.size or digest.sha256 != record.sha256:
-            log.error("migration found corrupt source bytes of %r on %s", record.id, source.name)
+        damaged = _damaged_chunks(record, digest)
+        if digest.size != record.size or digest.sha256 != record.sha256 or damaged:
+            where = f" (damaged chunks {', '.join(map(str, damaged[:20]))})" if damaged else ""
+            log.error("migration found corrupt source bytes of %r on %s%s", record.id, source.name, where)
             return await self._unless_changed(record, MoveOutcome.CORRUPT)
         # Read the copy back: a target that mangles bytes must never become the only copy.
         check = hashlib.sha256()
@@ -192,6 +201,15 @@ class MigrateBlobs:
     async def _unless_changed(self, record: BlobRecord, outcome: MoveOutcome) -> MoveOutcome:
         """A source read can fail because the blob was deleted or replaced meanwhile: not a problem."""
         return outcome if await self._metadata.get(record.id) == record else MoveOutcome.SKIPPED
+
+
+def _damaged_chunks(record: BlobRecord, digest: Digesting) -> list[int]:
+    """Indexes of the copied chunks whose SHA-256 differs from the record's chunk digests."""
+    if digest.chunks is None:
+        return []
+    found = digest.chunks.digests()
+    count = max(len(found), record.chunk_count)
+    return [i for i in range(count) if (found[i] if i < len(found) else b"") != record.chunk_digest(i)]
 
 
 async def _counted(chunks: AsyncIterable[bytes], on_bytes: BytesCallback | None) -> AsyncIterator[bytes]:

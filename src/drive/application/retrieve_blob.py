@@ -1,11 +1,19 @@
-"""RetrieveBlob: committed metadata, and its bytes verified against their SHA-256."""
+"""RetrieveBlob: committed metadata, and its bytes verified before they are handed on.
+
+Blobs with chunk digests (docs/PROTOCOL.md, "Chunk digests") are read a chunk at a time,
+and no byte of a chunk leaves here before that chunk's SHA-256 matched: a whole read or any
+range. Blobs stored before digests existed are checked against the whole blob's SHA-256,
+holding back the last bytes until it matched (a range of such a blob reads all of it).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
+from drive.application.streams import in_chunks
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, CorruptBlob
 from drive.domain.ids import validate_id
@@ -13,6 +21,15 @@ from drive.domain.model import BlobRecord
 from drive.domain.ports import MetadataRepository
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What a full read of one blob's stored bytes found (``RetrieveBlob.scan``)."""
+
+    size: int  # bytes stored
+    intact: bool
+    damaged_chunks: tuple[int, ...] = ()  # indexes; empty for blobs without chunk digests
 
 
 class RetrieveBlob:
@@ -28,43 +45,128 @@ class RetrieveBlob:
         return record
 
     def stream(self, record: BlobRecord) -> AsyncIterator[bytes]:
-        """The whole blob; raises ``CorruptBlob`` at the end (after the last chunk) on mismatch.
+        """The whole blob, verified; raises ``CorruptBlob`` (logged) on damage.
 
-        Callers that must not send unverified bytes buffer; streaming callers abort the
-        response, so a client never receives a corrupt body as complete.
+        With chunk digests a chunk is only yielded once it matched, so damage in the first
+        chunk is raised before any byte. Without, the last chunk is held back until the
+        whole hash matched. Streaming callers abort the response on the error, so a client
+        never receives a corrupt body as complete.
         """
+        if record.chunked:
+            return self._verified_chunks(record, 0, record.size)
         return self._verified(record)
 
     def stream_range(self, record: BlobRecord, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes ``[start, end)``. A partial read cannot be checked against the whole hash."""
-        return self._backends.get(record.backend).read(record.storage_key, start, end)
+        """Bytes ``[start, end)``, verified as ``stream`` verifies; raises ``CorruptBlob`` (logged).
+
+        With chunk digests only the chunks covering the range are read, and damage elsewhere
+        in the blob does not matter. Without, the whole blob is read and hashed, and the
+        range's last bytes are held back until the hash matched.
+        """
+        if record.chunked:
+            return self._verified_chunks(record, start, end)
+        return self._legacy_range(record, start, end)
 
     async def read_all(self, record: BlobRecord) -> bytes:
         return b"".join([chunk async for chunk in self.stream(record)])
 
+    async def scan(self, record: BlobRecord, on_bytes: Callable[[int], None] | None = None) -> ScanResult:
+        """Read every stored byte and check it all, naming each damaged chunk (for fsck).
+
+        Raises ``StoredBytesMissing`` or ``StorageUnavailable`` as a read does; damage is
+        logged as ``CORRUPT BLOB`` and returned, not raised.
+        """
+        whole = hashlib.sha256()
+        size = 0
+        damaged: list[int] = []
+        chunk_size = record.chunk_size if record.chunked and record.chunk_size else None
+        pieces = self._backends.get(record.backend).read(record.storage_key)
+        async for piece in pieces if chunk_size is None else in_chunks(pieces, chunk_size):
+            if chunk_size is None:
+                whole.update(piece)
+            elif hashlib.sha256(piece).digest() != record.chunk_digest(size // chunk_size):
+                damaged.append(size // chunk_size)
+            size += len(piece)
+            if on_bytes is not None:
+                on_bytes(len(piece))
+        if chunk_size is not None:
+            # Chunks missing at the end (damaged too), or bytes past the recorded size.
+            damaged += range(-(-size // chunk_size), record.chunk_count)
+            intact = size == record.size and not damaged
+        else:
+            intact = size == record.size and whole.hexdigest() == record.sha256
+        if not intact:
+            found = f"damaged chunks {_ranges(damaged)}" if damaged else f"sha256={whole.hexdigest()}"
+            _log_corrupt(record, f"stored size={size} {found}")
+        return ScanResult(size, intact, tuple(damaged))
+
+    async def _verified_chunks(self, record: BlobRecord, start: int, end: int) -> AsyncIterator[bytes]:
+        chunk_size = record.chunk_size or 1  # set: only called for chunked records
+        index, window_start, window_end = record.chunk_window(start, end)
+        at = window_start
+        async for chunk in in_chunks(self._read(record, window_start, window_end), chunk_size):
+            if at >= window_end:
+                continue  # the backend gave more than asked for: none of it is ours to send
+            if hashlib.sha256(chunk).digest() != record.chunk_digest(index):
+                _log_corrupt(record, f"chunk {index} (bytes {at}-{at + len(chunk) - 1}) does not match its digest")
+                raise CorruptBlob("stored bytes do not match their checksum")
+            piece = chunk[max(0, start - at) : end - at]
+            if piece:
+                yield piece
+            at += len(chunk)
+            index += 1
+        if at < window_end:
+            _log_corrupt(record, f"stored bytes end at {at}, chunk {index} is missing")
+            raise CorruptBlob("stored bytes do not match their checksum")
+
+    async def _read(self, record: BlobRecord, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The backend's bytes; damage the backend itself reports is logged like any other."""
+        try:
+            async for piece in self._backends.get(record.backend).read(record.storage_key, start, end):
+                if piece:
+                    yield piece
+        except CorruptBlob as exc:  # the backend itself saw damage, or the bytes are gone
+            _log_corrupt(record, exc.message)
+            raise
+
     async def _verified(self, record: BlobRecord) -> AsyncIterator[bytes]:
-        backend = self._backends.get(record.backend)
         digest = hashlib.sha256()
         size = 0
         held: bytes | None = None
         # Hold back one chunk so the last one is only released once the hash checks out.
-        try:
-            async for chunk in backend.read(record.storage_key):
-                if not chunk:
-                    continue
-                digest.update(chunk)
-                size += len(chunk)
-                if held is not None:
-                    yield held
-                held = chunk
-        except CorruptBlob as exc:  # the backend itself saw damage, or the bytes are gone
-            _log_corrupt(record, exc.message)
-            raise
+        async for chunk in self._read(record):
+            digest.update(chunk)
+            size += len(chunk)
+            if held is not None:
+                yield held
+            held = chunk
         if size != record.size or digest.hexdigest() != record.sha256:
             _log_corrupt(record, f"stored size={size} sha256={digest.hexdigest()}")
             raise CorruptBlob("stored bytes do not match their checksum")
         if held is not None:
             yield held
+
+    async def _legacy_range(self, record: BlobRecord, start: int, end: int) -> AsyncIterator[bytes]:
+        """A blob without chunk digests: all of it through ``_verified``, only the range sent.
+
+        The range's last piece waits for the end of ``_verified`` (the whole hash matched),
+        so damage is a 503 when the range fits in one read chunk, a cut response otherwise.
+        """
+        offset = 0
+        held: bytes | None = None
+        async for chunk in self._verified(record):
+            lo, hi = max(0, start - offset), min(len(chunk), end - offset)
+            offset += len(chunk)
+            if lo < hi:
+                if held is not None:
+                    yield held
+                held = chunk[lo:hi]
+        if held is not None:
+            yield held
+
+
+def _ranges(indexes: list[int]) -> str:
+    return ",".join(str(i) for i in indexes[:20]) + (",..." if len(indexes) > 20 else "")
 
 
 def _log_corrupt(record: BlobRecord, found: str) -> None:

@@ -1,7 +1,8 @@
 """StoreBlob: the commit protocol for one upload.
 
 1. Intent: a STORE pending op is made durable under a fresh storage key.
-2. Stage: the bytes stream to the default backend, hashed and counted on the way.
+2. Stage: the bytes stream to the default backend, hashed (whole, and per chunk for
+   verified ranges) and counted on the way.
 3. Verify: size and SHA-256 (and the client's digest, if it sent one).
 4. Commit: in one metadata transaction the pending op ends and the record appears.
 
@@ -38,7 +39,7 @@ class StoreBlob:
         existing = await self._metadata.get(blob_id)
         if existing is not None:
             # Already committed: hash the body without storing it, then replay or refuse.
-            digest = Digesting(chunks, max_size)
+            digest = Digesting(chunks, max_size, chunk_size=None)
             await digest.drain()
             _check_expected(digest, expected_sha256)
             return _replay(existing, digest)
@@ -58,6 +59,8 @@ class StoreBlob:
                 created_at=whole_seconds(self._protocol.clock()),
                 backend=backend.name,
                 storage_key=key,
+                chunk_size=digest.chunk_size,
+                chunk_digests=digest.chunk_digests,
             )
             outcome = await self._metadata.commit(record)
         except Exception:

@@ -6,11 +6,63 @@ import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 from drive.domain.errors import PayloadTooLarge
+from drive.domain.model import CHUNK_SIZE, pack_chunk_digests
+
+
+class ChunkDigests:
+    """The SHA-256 of each ``chunk_size`` piece of a stream that arrives in pieces of any size."""
+
+    def __init__(self, chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.chunk_size = chunk_size
+        self._done: list[bytes] = []
+        self._hash = hashlib.sha256()
+        self._filled = 0
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.chunk_size - self._filled)
+            self._hash.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.chunk_size:
+                self._done.append(self._hash.digest())
+                self._hash = hashlib.sha256()
+                self._filled = 0
+
+    def digests(self) -> list[bytes]:
+        """One digest per chunk so far; the last one may cover a partial chunk."""
+        return [*self._done, self._hash.digest()] if self._filled else list(self._done)
+
+    def packed(self) -> bytes:
+        """The record form (``BlobRecord.chunk_digests``)."""
+        return pack_chunk_digests(self.digests())
+
+
+async def in_chunks(pieces: AsyncIterable[bytes], chunk_size: int) -> AsyncIterator[bytes]:
+    """Re-cut a stream into ``chunk_size`` chunks (the last may be shorter), for checking each whole.
+
+    Pieces that already are one whole chunk pass through without a copy.
+    """
+    buffer = bytearray()
+    async for piece in pieces:
+        if not buffer and len(piece) == chunk_size:
+            yield piece
+            continue
+        buffer += piece
+        while len(buffer) >= chunk_size:
+            yield bytes(buffer[:chunk_size])
+            del buffer[:chunk_size]
+    if buffer:
+        yield bytes(buffer)
 
 
 class Digesting:
     """Wraps a chunk stream; counts and SHA-256-hashes what passes, enforcing ``max_size``.
 
+    Also digests each ``chunk_size`` chunk (None: not needed), for ``BlobRecord.chunk_digests``.
     ``on_progress`` is awaited now and then while bytes flow (lease renewal hangs on it).
     """
 
@@ -19,17 +71,27 @@ class Digesting:
         chunks: AsyncIterable[bytes],
         max_size: int | None = None,
         on_progress: Callable[[], Awaitable[None]] | None = None,
+        chunk_size: int | None = CHUNK_SIZE,
     ) -> None:
         self._chunks = chunks
         self._max_size = max_size
         self._on_progress = on_progress
         self._hash = hashlib.sha256()
+        self.chunks = None if chunk_size is None else ChunkDigests(chunk_size)
         self.size = 0
         self.finished = False
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def chunk_size(self) -> int | None:
+        return None if self.chunks is None else self.chunks.chunk_size
+
+    @property
+    def chunk_digests(self) -> bytes | None:
+        return None if self.chunks is None else self.chunks.packed()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
@@ -42,6 +104,8 @@ class Digesting:
             if self._max_size is not None and self.size > self._max_size:
                 raise PayloadTooLarge(f"blob is larger than the limit of {self._max_size} bytes")
             self._hash.update(chunk)
+            if self.chunks is not None:
+                self.chunks.update(chunk)
             if self._on_progress is not None:
                 await self._on_progress()
             yield chunk

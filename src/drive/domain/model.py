@@ -6,6 +6,20 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+CHUNK_SIZE = 1024 * 1024
+"""Bytes per chunk digest for new blobs (each record keeps its own, so this may change).
+
+1 MiB: the digests cost 32 bytes per MiB in the record (32 KiB for a 1 GiB blob), and a
+small range reads at most two chunks (2 MiB) to verify. It matches the fs read size and
+the db backend's row size, so aligned reads usually arrive as whole chunks.
+"""
+DIGEST_SIZE = 32  # SHA-256
+
+
+def pack_chunk_digests(digests: list[bytes]) -> bytes:
+    """Record form of a blob's chunk digests: none for a blob of one chunk (its SHA-256 says it)."""
+    return b"" if len(digests) <= 1 else b"".join(digests)
+
 
 @dataclass(frozen=True, slots=True)
 class BlobRecord:
@@ -14,6 +28,12 @@ class BlobRecord:
     ``storage_key`` is the name the backend stores the bytes under. It is made up by
     the service for each upload (never derived from the id), so no id can reach
     outside a backend's root and two ids never share storage.
+
+    ``chunk_size`` and ``chunk_digests`` let any byte range be verified on its own
+    (docs/PROTOCOL.md, "Chunk digests"): the SHA-256 of each ``chunk_size`` piece of the
+    bytes, packed 32 bytes each. A blob of at most one chunk stores none (``b""``): its
+    one digest is ``sha256``. Both are None for blobs stored before digests existed.
+    They describe the bytes, not where they are, so a move keeps them.
     """
 
     id: str
@@ -22,10 +42,42 @@ class BlobRecord:
     created_at: datetime  # UTC, whole seconds
     backend: str
     storage_key: str
+    chunk_size: int | None = None
+    chunk_digests: bytes | None = None
 
     @property
     def etag(self) -> str:
         return f'"{self.sha256}"'
+
+    @property
+    def chunked(self) -> bool:
+        """True when ranges can be verified chunk by chunk (False for blobs from before digests)."""
+        return self.chunk_size is not None and self.chunk_size > 0 and self.chunk_digests is not None
+
+    @property
+    def chunk_count(self) -> int:
+        if not self.chunk_size:
+            return 0
+        return -(-self.size // self.chunk_size)
+
+    def chunk_digest(self, index: int) -> bytes:
+        """The recorded SHA-256 of chunk ``index`` (b"" if none is recorded: it then never matches)."""
+        digests = self.chunk_digests or b""
+        if not digests and self.chunk_count == 1:
+            return bytes.fromhex(self.sha256)
+        return digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
+
+    def chunk_span(self, index: int) -> tuple[int, int]:
+        """Byte offsets ``[start, end)`` of chunk ``index``."""
+        size = self.chunk_size or self.size or 1
+        return index * size, min(self.size, (index + 1) * size)
+
+    def chunk_window(self, start: int, end: int) -> tuple[int, int, int]:
+        """The chunks covering bytes ``[start, end)``: first index, and the aligned ``[from, to)`` to read."""
+        size = self.chunk_size or self.size or 1
+        first = start // size
+        last = max(first, -(-end // size))  # exclusive
+        return first, first * size, min(self.size, last * size)
 
 
 class PendingKind(enum.StrEnum):

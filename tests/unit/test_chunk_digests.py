@@ -1,0 +1,245 @@
+"""Chunk digests: computed while storing, checked for every range, used by fsck and migrate."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
+from drive.application.service import DriveService
+from drive.application.streams import ChunkDigests, Digesting, in_chunks, single_chunk
+from drive.domain.backends import Backends
+from drive.domain.errors import CorruptBlob
+from drive.domain.model import CHUNK_SIZE, BlobRecord, utc_now
+from tests.unit.wiring import container_over
+
+pytestmark = pytest.mark.anyio
+
+MiB = CHUNK_SIZE
+DATA = os.urandom(3 * MiB + 12345)  # three whole chunks and a partial one
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+def chunk_hashes(data: bytes, size: int) -> list[bytes]:
+    return [hashlib.sha256(data[at : at + size]).digest() for at in range(0, len(data), size)]
+
+
+@pytest.fixture
+def blobs() -> InMemoryBlobRepository:
+    # Reads arrive in pieces that do not line up with chunks, as from a real backend.
+    return InMemoryBlobRepository("memory", read_piece=300_001)
+
+
+@pytest.fixture
+def two() -> tuple[InMemoryBlobRepository, InMemoryBlobRepository, DriveService]:
+    old, new = InMemoryBlobRepository("old", read_piece=65_536), InMemoryBlobRepository("new")
+    service = container_over(InMemoryMetadataRepository(), Backends({"old": old, "new": new}, default="old")).service()
+    return old, new, service
+
+
+def damage(blobs: InMemoryBlobRepository, record: BlobRecord, offset: int) -> None:
+    stored = bytearray(blobs.objects[record.storage_key])
+    stored[offset] ^= 0xFF
+    blobs.objects[record.storage_key] = bytes(stored)  # same length: only a checksum can tell
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+# -- computing them ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, MiB - 1, MiB, MiB + 1, 5 * MiB])
+async def test_chunk_digests_do_not_depend_on_how_the_stream_is_cut(piece: int) -> None:
+    digests = ChunkDigests(MiB)
+    async for part in pieces(DATA[: 2 * MiB + 5] if piece == 1 else DATA, piece):
+        digests.update(part)
+    data = DATA[: 2 * MiB + 5] if piece == 1 else DATA
+    assert digests.digests() == chunk_hashes(data, MiB)
+    assert digests.packed() == b"".join(chunk_hashes(data, MiB))
+
+
+async def test_a_blob_of_one_chunk_or_none_stores_no_digests() -> None:
+    for data in (b"", b"x", DATA[:MiB]):
+        digest = Digesting(single_chunk(data))
+        await digest.drain()
+        assert (digest.chunk_size, digest.chunk_digests) == (MiB, b"")
+    assert Digesting(single_chunk(b""), chunk_size=None).chunk_digests is None
+
+
+async def test_in_chunks_recuts_any_stream() -> None:
+    cut = [chunk async for chunk in in_chunks(pieces(DATA, 333_333), MiB)]
+    assert [len(c) for c in cut] == [MiB, MiB, MiB, 12345]
+    assert b"".join(cut) == DATA
+
+
+async def test_store_records_the_digests(service: DriveService, blobs: InMemoryBlobRepository) -> None:
+    record = (await service.store("big", pieces(DATA, 100_000))).record
+    assert record.chunked and record.chunk_size == MiB and record.chunk_count == 4
+    assert record.chunk_digests == b"".join(chunk_hashes(DATA, MiB))
+    assert [record.chunk_digest(i) for i in range(4)] == chunk_hashes(DATA, MiB)
+    small = (await service.store("small", single_chunk(b"tiny"))).record
+    assert small.chunk_digests == b"" and small.chunk_digest(0) == hashlib.sha256(b"tiny").digest()
+
+
+# -- range alignment ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "window"),
+    [
+        (0, 1, (0, 0, MiB)),
+        (0, MiB, (0, 0, MiB)),
+        (MiB - 1, MiB + 1, (0, 0, 2 * MiB)),
+        (MiB, MiB + 1, (1, MiB, 2 * MiB)),
+        (3 * MiB, 3 * MiB + 12345, (3, 3 * MiB, 3 * MiB + 12345)),
+        (3 * MiB + 10, 3 * MiB + 11, (3, 3 * MiB, 3 * MiB + 12345)),
+        (0, len(DATA), (0, 0, len(DATA))),
+    ],
+)
+def test_a_range_reads_the_chunks_that_cover_it(start: int, end: int, window: tuple[int, int, int]) -> None:
+    record = BlobRecord("x", len(DATA), "0" * 64, utc_now(), "memory", "k" * 32, MiB, b"\0" * 32 * 4)
+    assert record.chunk_window(start, end) == window
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, 6), (0, MiB), (MiB - 3, MiB + 3), (5, 3 * MiB + 100), (3 * MiB + 12344, 3 * MiB + 12345), (0, len(DATA))],
+)
+async def test_ranges_are_served_exactly(service: DriveService, start: int, end: int) -> None:
+    record = (await service.store("big", pieces(DATA, 70_000))).record
+    assert await collect(service.retrieve.stream_range(record, start, end)) == DATA[start:end]
+
+
+# -- damage ------------------------------------------------------------------------------
+
+
+async def test_damage_in_the_first_chunk_of_a_range_is_raised_before_any_byte(
+    service: DriveService, blobs: InMemoryBlobRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    damage(blobs, record, 3)
+    with caplog.at_level(logging.ERROR), pytest.raises(CorruptBlob):
+        await anext(service.retrieve.stream_range(record, 0, 6))
+    assert "CORRUPT BLOB: id='big'" in caplog.text and "chunk 0 " in caplog.text
+    with pytest.raises(CorruptBlob):  # the whole read refuses before its first byte too
+        await anext(service.retrieve.stream(record))
+
+
+async def test_damage_in_a_later_chunk_cuts_the_range_after_the_good_ones(
+    service: DriveService, blobs: InMemoryBlobRepository
+) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    damage(blobs, record, 2 * MiB + 77)
+    received = bytearray()
+    with pytest.raises(CorruptBlob):
+        async for chunk in service.retrieve.stream_range(record, MiB - 10, 3 * MiB):
+            received += chunk
+    assert bytes(received) == DATA[MiB - 10 : 2 * MiB]  # the good chunks, then the error, nothing bad
+
+
+async def test_a_range_in_good_chunks_of_a_damaged_blob_is_served(
+    service: DriveService, blobs: InMemoryBlobRepository
+) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    damage(blobs, record, 2 * MiB + 77)
+    assert await collect(service.retrieve.stream_range(record, 10, 2 * MiB)) == DATA[10 : 2 * MiB]
+    assert await collect(service.retrieve.stream_range(record, 3 * MiB, len(DATA))) == DATA[3 * MiB :]
+
+
+async def test_truncated_bytes_fail_the_range(service: DriveService, blobs: InMemoryBlobRepository) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    blobs.objects[record.storage_key] = DATA[: 2 * MiB]  # cut at a chunk boundary
+    assert await collect(service.retrieve.stream_range(record, 0, 100)) == DATA[:100]
+    with pytest.raises(CorruptBlob):
+        await anext(service.retrieve.stream_range(record, 2 * MiB + 1, 2 * MiB + 2))
+    blobs.objects[record.storage_key] = DATA[:-1]
+    with pytest.raises(CorruptBlob):
+        await anext(service.retrieve.stream_range(record, len(DATA) - 2, len(DATA)))
+
+
+async def test_bad_digests_in_the_record_fail_safe(service: DriveService) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    for wrong in (replace(record, chunk_digests=b"\0" * 32 * 4), replace(record, chunk_digests=b"\0" * 7)):
+        with pytest.raises(CorruptBlob):
+            await anext(service.retrieve.stream_range(wrong, 0, 1))
+
+
+# -- blobs stored before digests ---------------------------------------------------------
+
+
+async def legacy(service: DriveService, metadata: InMemoryMetadataRepository, data: bytes) -> BlobRecord:
+    stored = (await service.store("old", single_chunk(data))).record
+    record = replace(stored, chunk_size=None, chunk_digests=None)
+    metadata.records["old"] = record
+    return record
+
+
+async def test_a_range_of_a_blob_without_digests_is_checked_against_the_whole_hash(
+    service: DriveService, metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
+) -> None:
+    record = await legacy(service, metadata, DATA)
+    assert not record.chunked
+    assert await collect(service.retrieve.stream_range(record, 5, MiB + 5)) == DATA[5 : MiB + 5]
+    damage(blobs, record, len(DATA) - 1)  # far from the range: still found, before the range ends
+    received = bytearray()
+    with pytest.raises(CorruptBlob):
+        async for chunk in service.retrieve.stream_range(record, 0, 6):
+            received += chunk
+    assert not received
+    with pytest.raises(CorruptBlob):
+        async for chunk in service.retrieve.stream_range(record, 0, MiB):
+            received += chunk
+    assert len(received) < MiB  # never the whole range
+
+
+# -- fsck and migrate --------------------------------------------------------------------
+
+
+async def test_fsck_names_the_damaged_chunks(service: DriveService, blobs: InMemoryBlobRepository) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    await service.store("fine", single_chunk(DATA[:MiB]))
+    damage(blobs, record, MiB + 1)
+    damage(blobs, record, 3 * MiB + 1)
+    report = await service.check()
+    assert [r.id for r in report.corrupt] == ["big"]
+    assert report.damaged_chunks == {"big": (1, 3)}
+    assert report.bytes_verified == len(DATA) + MiB
+
+    blobs.objects[record.storage_key] = DATA[: 2 * MiB]  # chunks 2 and 3 gone
+    assert (await service.check()).damaged_chunks == {"big": (2, 3)}
+
+
+async def test_fsck_still_checks_blobs_without_digests(
+    service: DriveService, metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
+) -> None:
+    record = await legacy(service, metadata, DATA)
+    assert (await service.check()).problems == 0
+    damage(blobs, record, 10)
+    report = await service.check()
+    assert [r.id for r in report.corrupt] == ["old"] and report.damaged_chunks == {}
+
+
+async def test_migrate_keeps_the_digests_and_refuses_damaged_chunks(
+    two: tuple[InMemoryBlobRepository, InMemoryBlobRepository, DriveService],
+) -> None:
+    old, _new, service = two
+    moved = (await service.store("moved", single_chunk(DATA))).record
+    bad = (await service.store("bad", single_chunk(DATA))).record
+    damage(old, bad, 2 * MiB)
+    report = await service.migrate("new")
+    assert report.moved == 1 and report.corrupt == ["bad"]
+    after = await service.retrieve.stat("moved")
+    assert after.backend == "new" and after.storage_key != moved.storage_key
+    assert (after.chunk_size, after.chunk_digests) == (moved.chunk_size, moved.chunk_digests)
+    assert await collect(service.retrieve.stream_range(after, MiB, MiB + 9)) == DATA[MiB : MiB + 9]
