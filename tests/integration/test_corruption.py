@@ -8,7 +8,11 @@ the backend, then read over real HTTP:
   ``Content-Length`` bytes have arrived: a client can never take a damaged body as
   complete. On fs and db a blob of one read chunk is always refused up front;
 * a flipped byte is logged as ``CORRUPT BLOB`` with the blob's id;
-* other blobs in the same store keep reading fine.
+* other blobs in the same store keep reading fine;
+* a ``Range`` is verified chunk by chunk (1 MiB chunk digests): damage in its first chunk
+  is a ``503``, damage in a later one cuts the response, and a range in good chunks of a
+  damaged blob is served; a blob stored before chunk digests is verified against its
+  whole SHA-256 instead; ``drive fsck`` names the damaged chunks.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from drive.domain.model import CHUNK_SIZE
 from tests.integration.backends import BackendUnderTest, make_backend
+from tests.integration.cli_helpers import Drive, cli_env
 from tests.integration.live import AUTH, LiveServer
 from tests.integration.servers.s3 import MotoServer, s3_client
 
@@ -270,3 +276,100 @@ def test_deleted_bytes_are_refused_never_500(served: tuple[BackendUnderTest, htt
         assert raw_get_outcome(client, blob_id, size) == "refused"  # nothing to stream: refused up front
         assert client.head(f"/v1/blobs/{blob_id}").status_code != 500
     assert_intact(client, "untouched", kept)
+
+
+# -- ranges, verified chunk by chunk --------------------------------------------------
+
+
+def get_range(client: httpx.Client, blob_id: str, first: int, last: int) -> tuple[int, bytes, bool]:
+    """``(status, body, cut)``; ``cut`` when the server ended the response before its ``Content-Length``."""
+    received = bytearray()
+    with client.stream("GET", f"/v1/blobs/{blob_id}", headers={**RAW, "Range": f"bytes={first}-{last}"}) as response:
+        try:
+            for chunk in response.iter_raw():
+                received += chunk
+        except httpx.TransportError:
+            assert response.status_code == 206
+            assert len(received) < int(response.headers["content-length"])
+            return response.status_code, bytes(received), True
+        return response.status_code, bytes(received), False
+
+
+def assert_refused(status: int, body: bytes) -> None:
+    assert status == 503, body[:200]
+    assert httpx.Response(503, content=body).json()["error"]["code"] == "storage_unavailable"
+
+
+def test_same_length_overwrite_then_range_at_the_start_is_refused_and_logged(
+    served: tuple[BackendUnderTest, httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend, client = served
+    data = store(client, "ranged", BIG)
+    tamper_for(backend).flip(storage_key(backend, "ranged"), 2)
+    with caplog.at_level(logging.ERROR):
+        status, body, _ = get_range(client, "ranged", 0, 5)
+    assert_refused(status, body)
+    assert "CORRUPT BLOB: id='ranged'" in caplog.text and "chunk 0 " in caplog.text
+    # The chunks after the damaged one are still served.
+    assert get_range(client, "ranged", CHUNK_SIZE, CHUNK_SIZE + 5) == (206, data[CHUNK_SIZE : CHUNK_SIZE + 6], False)
+
+
+def test_damage_in_a_later_chunk_cuts_a_range_short(served: tuple[BackendUnderTest, httpx.Client]) -> None:
+    backend, client = served
+    data = store(client, "ranged", BIG)
+    tamper_for(backend).flip(storage_key(backend, "ranged"), 2 * CHUNK_SIZE + 5)
+    status, body, cut = get_range(client, "ranged", 10, 3 * CHUNK_SIZE - 1)
+    assert status == 206 and cut, "a range over a damaged chunk was delivered as complete"
+    assert data[10:].startswith(body)  # only the good chunks' bytes came before the cut
+
+
+def test_a_range_in_good_chunks_of_a_damaged_blob_is_served(served: tuple[BackendUnderTest, httpx.Client]) -> None:
+    backend, client = served
+    data = store(client, "ranged", BIG)
+    tamper_for(backend).flip(storage_key(backend, "ranged"), 2 * CHUNK_SIZE + 5)
+    assert get_range(client, "ranged", 7, 2 * CHUNK_SIZE - 1) == (206, data[7 : 2 * CHUNK_SIZE], False)
+    assert get_range(client, "ranged", 3 * CHUNK_SIZE, BIG - 1) == (206, data[3 * CHUNK_SIZE :], False)
+    assert raw_get_outcome(client, "ranged", BIG) in ("refused", "aborted")  # the whole blob still is not
+
+
+def forget_digests(backend: BackendUnderTest, blob_id: str) -> None:
+    """Make a record look as if stored before chunk digests existed (NULL columns after the upgrade)."""
+    metadata = Path(str(make_url(backend.env["DATABASE_URL"]).database))
+    with sqlite3.connect(metadata, timeout=30) as conn:
+        conn.execute("UPDATE drive_blobs SET chunk_size = NULL, chunk_digests = NULL WHERE id = ?", (blob_id,))
+
+
+def test_a_range_of_a_blob_without_digests_is_still_verified(
+    served: tuple[BackendUnderTest, httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend, client = served
+    intact = store(client, "legacy/intact", BIG)
+    store(client, "legacy/damaged", BIG)
+    for blob_id in ("legacy/intact", "legacy/damaged"):
+        forget_digests(backend, blob_id)
+    assert get_range(client, "legacy/intact", CHUNK_SIZE - 3, CHUNK_SIZE + 3) == (
+        206,
+        intact[CHUNK_SIZE - 3 : CHUNK_SIZE + 4],
+        False,
+    )
+    tamper_for(backend).flip(storage_key(backend, "legacy/damaged"), BIG - 1)  # far from the range
+    with caplog.at_level(logging.ERROR):
+        status, body, _ = get_range(client, "legacy/damaged", 0, 5)
+    assert_refused(status, body)
+    assert "CORRUPT BLOB: id='legacy/damaged'" in caplog.text
+    status, body, cut = get_range(client, "legacy/damaged", 0, BIG - 2)  # longer than one read chunk
+    assert status == 503 or cut
+
+
+def test_fsck_names_the_damaged_chunk(served: tuple[BackendUnderTest, httpx.Client], tmp_path: Path) -> None:
+    backend, client = served
+    store(client, "fine", BIG)
+    store(client, "damaged", BIG)
+    tamper_for(backend).flip(storage_key(backend, "damaged"), 2 * CHUNK_SIZE + 5)
+    drive = Drive(cli_env(tmp_path, **backend.env), tmp_path)
+    report = drive("fsck", "--json")
+    report.fails(1, "1 problem found")
+    found = report.json()
+    assert [r["id"] for r in found["corrupt"]] == ["damaged"]
+    assert found["damaged_chunks"] == {"damaged": [2]}
+    assert "damaged chunk 2" in drive("fsck").text

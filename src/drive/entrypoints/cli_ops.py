@@ -140,6 +140,7 @@ def _check_json(report: CheckReport) -> dict[str, object]:
         "orphans": [{"backend": b, "storage_key": k} for b, k in report.orphans],
         "missing": [record_json(r) for r in report.missing],
         "corrupt": [record_json(r) for r in report.corrupt],
+        "damaged_chunks": {blob_id: list(chunks) for blob_id, chunks in report.damaged_chunks.items()},
         "unreachable_backends": report.unreachable_backends,
         "problems": report.problems,
         "repaired": report.repaired,
@@ -152,6 +153,14 @@ def _check_json(report: CheckReport) -> dict[str, object]:
     }
 
 
+def _chunks(report: CheckReport, blob_id: str) -> str:
+    damaged = report.damaged_chunks.get(blob_id)
+    if not damaged:
+        return ""
+    shown = ", ".join(str(i) for i in damaged[:10]) + (", ..." if len(damaged) > 10 else "")
+    return f": damaged {'chunk' if len(damaged) == 1 else 'chunks'} {shown}"
+
+
 def _check_lines(report: CheckReport) -> list[str]:
     lines = [f"checked {counted(report.blobs_checked, 'blob')} ({human_size(report.bytes_verified)} verified)"]
     lines += [
@@ -160,7 +169,10 @@ def _check_lines(report: CheckReport) -> list[str]:
     ]
     lines += [f"orphaned bytes on {backend} (key {key})" for backend, key in report.orphans]
     lines += [f"missing bytes of {quoted(r.id)} on {r.backend} (key {r.storage_key})" for r in report.missing]
-    lines += [f"corrupt bytes of {quoted(r.id)} on {r.backend} (key {r.storage_key})" for r in report.corrupt]
+    lines += [
+        f"corrupt bytes of {quoted(r.id)} on {r.backend} (key {r.storage_key}){_chunks(report, r.id)}"
+        for r in report.corrupt
+    ]
     lines += [f"backend unreachable: {name}" for name in report.unreachable_backends]
     if not report.problems:
         lines.append("no problems found")
