@@ -243,3 +243,14 @@ async def test_migrate_keeps_the_digests_and_refuses_damaged_chunks(
     assert after.backend == "new" and after.storage_key != moved.storage_key
     assert (after.chunk_size, after.chunk_digests) == (moved.chunk_size, moved.chunk_digests)
     assert await collect(service.retrieve.stream_range(after, MiB, MiB + 9)) == DATA[MiB : MiB + 9]
+
+
+async def test_an_empty_blob_reads_empty_and_its_missing_bytes_are_found(
+    service: DriveService, blobs: InMemoryBlobRepository
+) -> None:
+    record = (await service.store("empty", single_chunk(b""))).record
+    assert record.chunked and record.chunk_count == 0
+    assert await service.retrieve.read_all(record) == b""
+    del blobs.objects[record.storage_key]
+    with pytest.raises(CorruptBlob):
+        await service.retrieve.read_all(record)

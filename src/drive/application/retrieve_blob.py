@@ -104,7 +104,10 @@ class RetrieveBlob:
         chunk_size = record.chunk_size or 1  # set: only called for chunked records
         index, window_start, window_end = record.chunk_window(start, end)
         at = window_start
-        async for chunk in in_chunks(self._read(record, window_start, window_end), chunk_size):
+        # To the end of the blob: read to the end of the stored bytes, as a whole read always
+        # has (an empty blob's bytes are then still looked for, and must exist).
+        stop = None if window_end >= record.size else window_end
+        async for chunk in in_chunks(self._read(record, window_start, stop), chunk_size):
             if at >= window_end:
                 continue  # the backend gave more than asked for: none of it is ours to send
             if hashlib.sha256(chunk).digest() != record.chunk_digest(index):
