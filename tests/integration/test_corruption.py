@@ -373,3 +373,20 @@ def test_fsck_names_the_damaged_chunk(served: tuple[BackendUnderTest, httpx.Clie
     assert [r["id"] for r in found["corrupt"]] == ["damaged"]
     assert found["damaged_chunks"] == {"damaged": [2]}
     assert "damaged chunk 2" in drive("fsck").text
+
+
+def test_fsck_repair_gives_old_blobs_chunk_digests(
+    served: tuple[BackendUnderTest, httpx.Client], tmp_path: Path
+) -> None:
+    backend, client = served
+    data = store(client, "legacy", BIG)
+    forget_digests(backend, "legacy")
+    drive = Drive(cli_env(tmp_path, **backend.env), tmp_path)
+    assert drive("fsck", "--json").ok().json()["without_digests"] == 1
+    assert "added chunk digests to 1 blob" in drive("fsck", "--repair").ok().text
+    assert drive("fsck", "--json").ok().json()["without_digests"] == 0
+    # Now verified per chunk: damage in the last chunk no longer stops a range at the start.
+    tamper_for(backend).flip(storage_key(backend, "legacy"), BIG - 1)
+    assert get_range(client, "legacy", 0, 5) == (206, data[:6], False)
+    status, body = get_range(client, "legacy", BIG - 6, BIG - 1)[:2]
+    assert_refused(status, body)

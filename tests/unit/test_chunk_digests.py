@@ -254,3 +254,35 @@ async def test_an_empty_blob_reads_empty_and_its_missing_bytes_are_found(
     del blobs.objects[record.storage_key]
     with pytest.raises(CorruptBlob):
         await service.retrieve.read_all(record)
+
+
+async def test_fsck_repair_adds_digests_to_intact_blobs_stored_before_them(
+    service: DriveService, metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
+) -> None:
+    stored = (await service.store("old", single_chunk(DATA))).record
+    metadata.records["old"] = replace(stored, chunk_size=None, chunk_digests=None)
+    damaged = (await service.store("damaged", single_chunk(DATA))).record
+    metadata.records["damaged"] = replace(damaged, chunk_size=None, chunk_digests=None)
+    damage(blobs, damaged, 5)
+
+    report = await service.check()
+    assert (report.without_digests, report.digests_added) == (1, 0)
+    assert not metadata.records["old"].chunked  # checking changed nothing
+
+    repaired = await service.check(repair=True)
+    assert (repaired.without_digests, repaired.digests_added) == (1, 1)
+    assert metadata.records["old"] == stored  # the digests the store would have recorded
+    assert "damaged" not in metadata.records  # forgotten, never given digests
+    assert (await service.check()).without_digests == 0
+
+
+async def test_digests_are_added_only_to_the_record_they_were_computed_for(
+    metadata: InMemoryMetadataRepository, service: DriveService
+) -> None:
+    stored = (await service.store("b", single_chunk(DATA))).record
+    legacy_record = replace(stored, chunk_size=None, chunk_digests=None)
+    metadata.records["b"] = legacy_record
+    assert not await metadata.add_chunk_digests(replace(stored, storage_key="f" * 32))  # moved meanwhile
+    assert await metadata.add_chunk_digests(stored)
+    assert not await metadata.add_chunk_digests(replace(stored, chunk_digests=b"\0" * 128))  # has some already
+    assert metadata.records["b"] == stored

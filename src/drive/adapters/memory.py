@@ -114,6 +114,14 @@ class InMemoryMetadataRepository:
         self.pending[record.storage_key] = PendingOp.deleting(record, lease_until)
         return True
 
+    async def add_chunk_digests(self, record: BlobRecord) -> bool:
+        self._check()
+        current = self.records.get(record.id)
+        if current is None or current.storage_key != record.storage_key or current.chunk_size is not None:
+            return False
+        self.records[record.id] = replace(current, chunk_size=record.chunk_size, chunk_digests=record.chunk_digests)
+        return True
+
     async def finish(self, storage_key: str) -> None:
         self._check()
         self.pending.pop(storage_key, None)

@@ -210,6 +210,21 @@ class SqlMetadataRepository:
             )
         return True
 
+    async def add_chunk_digests(self, record: BlobRecord) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(blobs)
+                .where(
+                    and_(
+                        blobs.c.id == record.id,
+                        blobs.c.storage_key == record.storage_key,
+                        blobs.c.chunk_size.is_(None),
+                    )
+                )
+                .values(chunk_size=record.chunk_size, chunk_digests=record.chunk_digests)
+            )
+        return bool(result.rowcount)
+
     async def finish(self, storage_key: str) -> None:
         async with self._write_without_fsync() as conn:
             await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))

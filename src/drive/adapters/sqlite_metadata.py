@@ -136,6 +136,17 @@ class SqliteMetadataRepository(SqlMetadataRepository):
 
         return await self._writer.run(job)
 
+    async def add_chunk_digests(self, record: BlobRecord) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE drive_blobs SET chunk_size = ?, chunk_digests = ?"
+                " WHERE id = ? AND storage_key = ? AND chunk_size IS NULL",
+                (record.chunk_size, record.chunk_digests, record.id, record.storage_key),
+            )
+            return cursor.rowcount == 1
+
+        return await self._writer.run(job)
+
     async def finish(self, storage_key: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM drive_pending WHERE storage_key = ?", (storage_key,))

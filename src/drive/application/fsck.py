@@ -10,6 +10,10 @@ Four kinds of problem:
 * corrupt: a committed record whose bytes no longer match its size and SHA-256 (for blobs
   with chunk digests, each chunk is checked and the damaged ones are named).
 
+Not a problem, but counted: blobs stored before chunk digests existed (their ranges cost a
+whole read). Repair adds the digests, computed from their bytes once those have been
+verified against the whole SHA-256.
+
 Missing and corrupt blobs can never be served again, so repair *forgets* them: the record
 is removed through ``DeleteBlob`` (which also deletes any corrupt bytes), the id answers
 "not found" and may be stored again. Nothing is guessed back; restore from a backup
@@ -24,14 +28,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from drive.application.commit_protocol import CommitProtocol
 from drive.application.manage_blobs import DeleteBlob
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.domain.errors import BlobNotFound, CorruptBlob, StorageUnavailable, StoredBytesMissing
-from drive.domain.model import BlobRecord, PendingOp
+from drive.domain.model import CHUNK_SIZE, BlobRecord, PendingOp
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ class CheckReport:
     missing: list[BlobRecord] = field(default_factory=list)
     corrupt: list[BlobRecord] = field(default_factory=list)
     damaged_chunks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # corrupt id -> chunk indexes
+    without_digests: int = 0  # intact blobs stored before chunk digests
+    digests_added: int = 0  # of those, given digests by repair
     unreachable_backends: list[str] = field(default_factory=list)
     repaired: bool = False
     interrupted_removed: int = 0
@@ -110,7 +116,7 @@ class CheckStore:
                 log.warning("check skipped backend %s: unreachable", name)
                 _unreachable(report, name)
         async for record in self._protocol.records():
-            await self._check(record, listed, report, verify, on_bytes)
+            await self._check(record, listed, report, verify, on_bytes, backfill=repair)
         if repair:
             await self._repair(report)
         return report
@@ -128,6 +134,8 @@ class CheckStore:
         report: CheckReport,
         verify: bool,
         on_bytes: BytesCallback | None,
+        *,
+        backfill: bool,
     ) -> None:
         keys = listed.get(record.backend)
         if keys is None:  # unreachable, or no longer configured
@@ -146,11 +154,17 @@ class CheckStore:
                     if on_bytes is not None:
                         on_bytes(n)
 
-                scanned = await self._retrieve.scan(record, counted)
+                scanned = await self._retrieve.scan(record, counted, backfill=backfill)
                 if not scanned.intact and await self._unchanged(record):
                     report.corrupt.append(record)
                     if scanned.damaged_chunks:
                         report.damaged_chunks[record.id] = scanned.damaged_chunks
+                if scanned.intact and not record.chunked:
+                    report.without_digests += 1
+                    if scanned.chunk_digests is not None and await self._metadata.add_chunk_digests(
+                        replace(record, chunk_size=CHUNK_SIZE, chunk_digests=scanned.chunk_digests)
+                    ):
+                        report.digests_added += 1
         except StoredBytesMissing:
             if await self._unchanged(record):
                 report.missing.append(record)

@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from drive.application.streams import in_chunks
+from drive.application.streams import ChunkDigests, in_chunks
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, CorruptBlob
 from drive.domain.ids import validate_id
-from drive.domain.model import BlobRecord
+from drive.domain.model import CHUNK_SIZE, BlobRecord
 from drive.domain.ports import MetadataRepository
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ class ScanResult:
     size: int  # bytes stored
     intact: bool
     damaged_chunks: tuple[int, ...] = ()  # indexes; empty for blobs without chunk digests
+    # For an intact blob stored without chunk digests, when asked for: the digests its bytes
+    # have (``CHUNK_SIZE`` chunks), for ``MetadataRepository.add_chunk_digests``.
+    chunk_digests: bytes | None = None
 
 
 class RetrieveBlob:
@@ -70,9 +73,12 @@ class RetrieveBlob:
     async def read_all(self, record: BlobRecord) -> bytes:
         return b"".join([chunk async for chunk in self.stream(record)])
 
-    async def scan(self, record: BlobRecord, on_bytes: Callable[[int], None] | None = None) -> ScanResult:
+    async def scan(
+        self, record: BlobRecord, on_bytes: Callable[[int], None] | None = None, *, backfill: bool = False
+    ) -> ScanResult:
         """Read every stored byte and check it all, naming each damaged chunk (for fsck).
 
+        ``backfill``: for a blob without chunk digests, also compute them (returned if intact).
         Raises ``StoredBytesMissing`` or ``StorageUnavailable`` as a read does; damage is
         logged as ``CORRUPT BLOB`` and returned, not raised.
         """
@@ -80,10 +86,13 @@ class RetrieveBlob:
         size = 0
         damaged: list[int] = []
         chunk_size = record.chunk_size if record.chunked and record.chunk_size else None
+        computed = ChunkDigests(CHUNK_SIZE) if backfill and chunk_size is None else None
         pieces = self._backends.get(record.backend).read(record.storage_key)
         async for piece in pieces if chunk_size is None else in_chunks(pieces, chunk_size):
             if chunk_size is None:
                 whole.update(piece)
+                if computed is not None:
+                    computed.update(piece)
             elif hashlib.sha256(piece).digest() != record.chunk_digest(size // chunk_size):
                 damaged.append(size // chunk_size)
             size += len(piece)
@@ -98,7 +107,8 @@ class RetrieveBlob:
         if not intact:
             found = f"damaged chunks {_ranges(damaged)}" if damaged else f"sha256={whole.hexdigest()}"
             _log_corrupt(record, f"stored size={size} {found}")
-        return ScanResult(size, intact, tuple(damaged))
+        backfilled = computed.packed() if computed is not None and intact else None
+        return ScanResult(size, intact, tuple(damaged), backfilled)
 
     async def _verified_chunks(self, record: BlobRecord, start: int, end: int) -> AsyncIterator[bytes]:
         chunk_size = record.chunk_size or 1  # set: only called for chunked records

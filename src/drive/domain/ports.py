@@ -98,6 +98,14 @@ class MetadataRepository(Protocol):
         """
         ...
 
+    async def add_chunk_digests(self, record: BlobRecord) -> bool:
+        """Give a blob stored before chunk digests the ones in ``record`` (computed from its verified bytes).
+
+        Changes the committed record only while it has ``record``'s id and storage key and
+        still no digests; returns False (changing nothing) otherwise.
+        """
+        ...
+
     async def finish(self, storage_key: str) -> None:
         """Forget a pending operation whose bytes are gone or committed."""
 

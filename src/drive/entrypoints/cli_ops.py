@@ -141,6 +141,7 @@ def _check_json(report: CheckReport) -> dict[str, object]:
         "missing": [record_json(r) for r in report.missing],
         "corrupt": [record_json(r) for r in report.corrupt],
         "damaged_chunks": {blob_id: list(chunks) for blob_id, chunks in report.damaged_chunks.items()},
+        "without_digests": report.without_digests,
         "unreachable_backends": report.unreachable_backends,
         "problems": report.problems,
         "repaired": report.repaired,
@@ -148,6 +149,7 @@ def _check_json(report: CheckReport) -> dict[str, object]:
             "interrupted_removed": report.interrupted_removed,
             "orphans_removed": report.orphans_removed,
             "records_removed": report.records_removed,
+            "digests_added": report.digests_added,
         },
         "unrepaired": report.unrepaired,
     }
@@ -174,6 +176,11 @@ def _check_lines(report: CheckReport) -> list[str]:
         for r in report.corrupt
     ]
     lines += [f"backend unreachable: {name}" for name in report.unreachable_backends]
+    if report.digests_added:
+        lines.append(f"added chunk digests to {counted(report.digests_added, 'blob')} stored before them")
+    elif report.without_digests:
+        hint = "" if report.repaired else " (drive fsck --repair adds them)"
+        lines.append(f"{counted(report.without_digests, 'blob')} without chunk digests: ranges read them whole{hint}")
     if not report.problems:
         lines.append("no problems found")
     elif report.repaired:

@@ -167,6 +167,10 @@ class FaultyMetadataRepository:
         await self.plan.before("relocate")
         return await self.inner.relocate(record, backend, storage_key, lease_until)
 
+    async def add_chunk_digests(self, record: BlobRecord) -> bool:
+        await self.plan.before("add_chunk_digests")
+        return await self.inner.add_chunk_digests(record)
+
     async def finish(self, storage_key: str) -> None:
         await self.plan.before("finish")
         await self.inner.finish(storage_key)
