@@ -286,3 +286,17 @@ async def test_digests_are_added_only_to_the_record_they_were_computed_for(
     assert await metadata.add_chunk_digests(stored)
     assert not await metadata.add_chunk_digests(replace(stored, chunk_digests=b"\0" * 128))  # has some already
     assert metadata.records["b"] == stored
+
+
+def test_a_one_chunk_record_has_one_digest() -> None:
+    record = BlobRecord("x", 5, hashlib.sha256(b"hello").hexdigest(), utc_now(), "memory", "k" * 32, MiB, b"")
+    assert record.chunk_count == 1
+    assert record.chunk_digest(0) == hashlib.sha256(b"hello").digest()
+    assert record.chunk_digest(1) == b""  # bytes past the end never match
+
+
+async def test_fsck_finds_bytes_appended_to_a_blob(service: DriveService, blobs: InMemoryBlobRepository) -> None:
+    record = (await service.store("grown", single_chunk(DATA[:MiB]))).record
+    blobs.objects[record.storage_key] = DATA[:MiB] * 2  # one more chunk, a copy of the first
+    report = await service.check()
+    assert [r.id for r in report.corrupt] == ["grown"] and report.damaged_chunks == {"grown": (1,)}

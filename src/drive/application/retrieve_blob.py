@@ -105,7 +105,10 @@ class RetrieveBlob:
         else:
             intact = size == record.size and whole.hexdigest() == record.sha256
         if not intact:
-            found = f"damaged chunks {_ranges(damaged)}" if damaged else f"sha256={whole.hexdigest()}"
+            if chunk_size is not None:
+                found = f"damaged chunks {_ranges(damaged)}" if damaged else "bytes past the recorded size"
+            else:
+                found = f"sha256={whole.hexdigest()}"
             _log_corrupt(record, f"stored size={size} {found}")
         backfilled = computed.packed() if computed is not None and intact else None
         return ScanResult(size, intact, tuple(damaged), backfilled)

@@ -64,7 +64,7 @@ class BlobRecord:
         """The recorded SHA-256 of chunk ``index`` (b"" if none is recorded: it then never matches)."""
         digests = self.chunk_digests or b""
         if not digests and self.chunk_count == 1:
-            return bytes.fromhex(self.sha256)
+            return bytes.fromhex(self.sha256) if index == 0 else b""
         return digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
 
     def chunk_span(self, index: int) -> tuple[int, int]:
