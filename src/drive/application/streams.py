@@ -53,8 +53,10 @@ async def in_chunks(pieces: AsyncIterable[bytes], chunk_size: int) -> AsyncItera
             continue
         buffer += piece
         while len(buffer) >= chunk_size:
-            yield bytes(buffer[:chunk_size])
+            with memoryview(buffer) as view:
+                chunk = bytes(view[:chunk_size])  # one copy (a bytearray slice would make two)
             del buffer[:chunk_size]
+            yield chunk
     if buffer:
         yield bytes(buffer)
 
