@@ -70,6 +70,8 @@ _JSON_OVERHEAD = 8 * 1024 + 6 * 1024
 # out (a damaged blob is a clean 503) and sent as one body; larger ones are streamed.
 WHOLE_JSON_MAX = 4 * 1024 * 1024
 DEFAULT_PAGE = 100
+# A longer If-None-Match is not a list a client kept of our tags: it matches nothing.
+_MAX_IF_NONE_MATCH = 8192
 # Documented as the integer it is; read as text so that every malformed value gets the contract's 400.
 _LIMIT_SCHEMA = {"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
 # A cursor is an id (at most 1024 bytes) in unpadded URL-safe Base64.
@@ -138,11 +140,15 @@ def _raw_headers(record: BlobRecord) -> dict[str, str]:
 
 
 def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
-    header = request.headers.get("if-none-match")
-    if header is None:
+    return etag_matches(request.headers.get("if-none-match"), record.etag)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """``If-None-Match``: ``*`` or a list of (weak or strong) tags; anything else matches nothing."""
+    if header is None or len(header) > _MAX_IF_NONE_MATCH:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in tags or record.etag in tags
+    return "*" in tags or etag in tags
 
 
 @post(
