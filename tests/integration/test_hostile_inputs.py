@@ -91,6 +91,13 @@ def test_limit(server: ServerProcess, value: bytes) -> None:
     assert_4xx(request(server, "GET", b"/v1/blobs?limit=" + value), 400, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "query", [b"limit=1&limit=2", b"limit=false&limit=", b"cursor=&cursor=YQ", b"prefix=a&prefix=b"]
+)
+def test_repeated_list_parameters(server: ServerProcess, query: bytes) -> None:
+    assert_4xx(request(server, "GET", b"/v1/blobs?" + query), 400, "invalid_request")
+
+
 def test_limit_with_leading_zeros_is_still_a_number(server: ServerProcess) -> None:
     answer = request(server, "GET", b"/v1/blobs?limit=0001")
     assert answer.status == 200

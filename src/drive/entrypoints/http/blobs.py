@@ -311,6 +311,7 @@ async def remove(request: AnyRequest, service: Service) -> None:
     responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE},
 )
 async def list_blobs(
+    request: AnyRequest,
     service: Service,
     prefix: Annotated[str, Parameter(description="only ids starting with these characters")] = "",
     limit: Annotated[str, Parameter(description="page size, 1 to 1000", schema_extra=_LIMIT_SCHEMA)] = "",
@@ -327,6 +328,9 @@ async def list_blobs(
     ] = "",
 ) -> BlobList:
     """Ids in ascending byte order with their metadata; ``next_cursor`` is null on the last page."""
+    for name in ("prefix", "limit", "cursor"):
+        if len(request.query_params.getall(name, [])) > 1:
+            raise InvalidRequest(f"{name} may be given at most once")
     page = await service.list(prefix, page_size(limit), checked_cursor(cursor))
     return BlobList([stored_blob(r) for r in page.items], page.next_cursor)
 
