@@ -8,6 +8,7 @@ parameter, so ``a/b`` and ``a%2Fb`` name the same blob and nothing is normalised
 from __future__ import annotations
 
 import binascii
+import codecs
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -64,6 +65,7 @@ from drive.entrypoints.http.schemas import (
 from drive.entrypoints.http.types import AnyRequest, AppSettings, Service
 
 _store_request = msgspec.json.Decoder(StoreRequest)
+_UTF8_PIECE = 64 * 1024
 # Room for the id (escaped, up to 6 bytes per byte of UTF-8) and JSON punctuation.
 _JSON_OVERHEAD = 8 * 1024 + 6 * 1024
 # JSON answers up to this many bytes of blob are verified whole before the first byte goes
@@ -105,10 +107,7 @@ def decode_store_request(body: bytes) -> StoreRequest:
     strings it keeps, and raises ``RecursionError`` for deep nesting even in skipped fields.
     """
     if not body.isascii():  # Base64 bodies are ASCII: only non-ASCII ids or extras pay for this
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest("body is not valid UTF-8") from None
+        _check_utf8(body)
     try:
         return _store_request.decode(body)
     except msgspec.ValidationError as exc:
@@ -117,6 +116,18 @@ def decode_store_request(body: bytes) -> StoreRequest:
         raise InvalidRequest("body is not valid JSON") from None
     except RecursionError:
         raise InvalidRequest("body is nested too deeply") from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """Piece by piece, so that checking never holds the whole body as text (up to 4 bytes a character)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
+    try:
+        for start in range(0, len(view), _UTF8_PIECE):
+            decoder.decode(view[start : start + _UTF8_PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not valid UTF-8") from None
 
 
 def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
