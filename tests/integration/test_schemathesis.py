@@ -68,7 +68,7 @@ def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> No
         "--request-timeout",
         "30",
     ]
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     output = result.stdout[-8000:] + result.stderr[-2000:]
     assert report.exists(), output
     run = json.loads(report.read_text())
