@@ -7,6 +7,7 @@ was acknowledged reads back byte-exact.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -158,3 +160,16 @@ def fsck_clean(drive: Drive, wait: float = 0.0) -> dict[str, object]:
     report: dict[str, object] = result.json()
     assert report["problems"] == 0 and report["unreachable_backends"] == [], report
     return report
+
+
+def assert_no_errors_logged(log: Path) -> None:
+    """A fault outside the service is a warning in its log, never an error (an error means a bug)."""
+    errors = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            level = "ERROR" if "Traceback" in line else None
+        if level in ("ERROR", "CRITICAL"):
+            errors.append(line[:1500])
+    assert not errors, errors[:3]
