@@ -13,7 +13,7 @@ import pytest
 from tests.integration.backends import BackendUnderTest, make_backend
 from tests.integration.cli_helpers import Drive, cli_env
 from tests.integration.live import AUTH, LiveServer, ServerProcess
-from tests.integration.steady_load import REQUEST_BOUND, SteadyLoad, fsck_clean
+from tests.integration.steady_load import REQUEST_BOUND, SteadyLoad, assert_no_errors_logged, fsck_clean
 
 
 @pytest.fixture(params=["s3-path", "ftp", "ftps"])
@@ -100,6 +100,7 @@ def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
         print(f"{outage_backend.param} outage: {summary}")
     finally:
         server.terminate()
+    assert_no_errors_logged(server.log)
 
 
 def test_switching_storage_keeps_older_blobs_readable(tmp_path: Path) -> None:
