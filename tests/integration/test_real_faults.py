@@ -210,8 +210,12 @@ def test_full_volume_refuses_with_503_leaves_nothing_and_recovers_once_space_is_
 # -- PostgreSQL restarted under load ----------------------------------------------------
 
 
-def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tmp_path: Path, mode: str) -> None:
     """A cluster of the test's own (never the shared one) stopped for 3 s and started, mid-load.
+
+    ``fast`` is a service restart (sessions ended, a clean shutdown); ``immediate`` is a
+    crash (no shutdown checkpoint: the database replays its WAL when it starts).
 
     8 clients PUT and GET for about 16 s. A short upload lease and recovery interval let
     the server clean up after requests cut off mid-commit before fsck looks.
@@ -229,7 +233,7 @@ def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tm
         def restart() -> None:
             time.sleep(5)
             moments["down"] = time.monotonic()
-            cluster.stop("fast")
+            cluster.stop(mode)
             time.sleep(3)
             cluster.start()
             moments["up"] = time.monotonic()
@@ -244,7 +248,7 @@ def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tm
             load.assert_all_read_back()
             fsck_clean(drive, wait=30)
             assert not files_in(tmp_path / "blobs" / "staging")
-            print(f"postgres restart: {summary}")
+            print(f"postgres {mode} restart: {summary}, back after {load.recovered_after(moments['up']):.1f} s")
         finally:
             server.terminate()
         assert_no_errors_logged(server.log)

@@ -64,12 +64,13 @@ class PgCluster:
             raise RuntimeError(f"{tool} {' '.join(args[:2])} failed: {done.stdout}{done.stderr}{tail}")
 
     def start(self) -> None:
-        # fsync off: the test restarts the server cleanly, never the machine, and shares two cores.
+        # fsync off: tests stop the server (even abruptly), never the machine, so every write
+        # already reached the OS; and fsyncs would cost the two shared cores.
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
-        """``fast``: sessions are ended and in-flight transactions rolled back, as a service restart does."""
+        """``fast``: sessions ended, a clean shutdown, as a service restart; ``immediate``: as a crash."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     @property
