@@ -13,7 +13,7 @@ import pytest
 from tests.integration.backends import BackendUnderTest, make_backend
 from tests.integration.cli_helpers import Drive, cli_env
 from tests.integration.live import AUTH, LiveServer, ServerProcess
-from tests.integration.steady_load import REQUEST_BOUND, SteadyLoad, assert_no_errors_logged, fsck_clean
+from tests.integration.steady_load import SteadyLoad, assert_no_errors_logged, fsck_clean
 
 
 @pytest.fixture(params=["s3-path", "ftp", "ftps"])
@@ -58,6 +58,7 @@ def test_outage_gives_503_and_recovery_gives_200(outage_backend: BackendUnderTes
 
 
 OUTAGE_SECONDS = 12.0
+BACKEND_BOUND = 15.0  # as in the test above: S3_TIMEOUT / FTP_TIMEOUT are 5 s
 
 
 @pytest.mark.slow
@@ -91,7 +92,8 @@ def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
     try:
         load.run(8, during=outage)
         summary = load.summary()
-        load.assert_honest(within=REQUEST_BOUND)
+        # A backend call gives up after its 5 s timeout; the metadata store is up throughout.
+        load.assert_honest(within=BACKEND_BOUND)
         down = [o for o in load.unavailable() if moments["down"] + 1 <= o.started <= moments["up"]]
         assert len(down) >= 8, f"too few 503s during the outage: {summary}"
         assert load.recovered_after(moments["up"]) < 10, summary
