@@ -7,8 +7,10 @@
   ``innodb_lock_wait_timeout`` and a lost deadlock are ``StorageUnavailable`` (503), and a
   commit that loses a deadlock is run again.
 
-Not here: restarting MariaDB under load. The server is shared by everything on the
-machine; the PostgreSQL-style settings (pre-ping, timeouts) cover reconnection.
+* Connections the server drops (killed here, as a restart would) are replaced unnoticed.
+
+Not here: restarting MariaDB itself under load. The server is shared by everything on
+the machine, so only this test database's connections are killed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import anyio
 import asyncmy
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 import drive.adapters.sql_engine as sql_engine
 from drive.adapters.sql_engine import Deadlock, SqlDatabase
@@ -42,8 +45,6 @@ def anyio_backend() -> str:
 
 def _count(url: str, table: str) -> int:
     async def count() -> int:
-        from sqlalchemy.engine import make_url
-
         conn = await asyncmy.connect(**admin_kwargs(make_url(url).database))
         try:
             async with conn.cursor() as cursor:
@@ -236,3 +237,65 @@ async def test_a_commit_that_loses_a_deadlock_runs_again(
     assert created and record.id == "retried" and calls == ["retried", "retried"]
     stored = await metadata.get("retried")
     assert stored is not None and stored.storage_key == record.storage_key
+
+
+# -- connections the server drops (as a restart does, without restarting the shared server) --
+
+
+async def _kill_connections_to(url: str, *, sparing: int | None = None) -> int:
+    name = make_url(url).database
+    conn = await asyncmy.connect(**admin_kwargs())
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (name,))
+            ids = [row[0] for row in await cursor.fetchall() if row[0] != sparing]
+            for connection_id in ids:
+                await cursor.execute(f"KILL CONNECTION {int(connection_id)}")
+            return len(ids)
+    finally:
+        conn.close()
+
+
+@pytest.mark.anyio
+async def test_connections_dropped_by_the_server_are_replaced(
+    metadata: SqlMetadataRepository, mariadb_url: str
+) -> None:
+    await _commit(metadata, "before")
+    assert await _kill_connections_to(mariadb_url) >= 1
+    # The pool pings each connection it hands out: the dead ones are replaced, no call fails.
+    found = await metadata.get("before")
+    assert found is not None and found.id == "before"
+    assert (await _commit(metadata, "after"))[1]
+    assert [r.id for r in await metadata.page("", None, 10)] == ["after", "before"]
+
+
+@pytest.mark.anyio
+async def test_a_connection_dropped_mid_statement_is_unavailable_not_an_error(
+    metadata: SqlMetadataRepository, mariadb_url: str
+) -> None:
+    key = uuid.uuid4().hex
+    await metadata.begin(PendingOp(key, "fs", "in flight", PendingKind.STORE, utc_now() + timedelta(minutes=5)))
+    holder = await asyncmy.connect(**admin_kwargs(make_url(mariadb_url).database))
+    try:
+        async with holder.cursor() as cursor:
+            await cursor.execute("SELECT CONNECTION_ID()")
+            holder_id = (await cursor.fetchone())[0]
+            await cursor.execute("BEGIN")
+            await cursor.execute("SELECT * FROM drive_pending WHERE storage_key = %s FOR UPDATE", (key,))
+        outcome: list[BaseException | bool] = []
+
+        async def renew() -> None:
+            try:
+                outcome.append(await metadata.renew(key, utc_now() + timedelta(minutes=10)))
+            except Exception as exc:
+                outcome.append(exc)
+
+        with anyio.fail_after(8):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(renew)
+                await anyio.sleep(1)  # the renew now waits on the row lock
+                assert await _kill_connections_to(mariadb_url, sparing=holder_id) >= 1
+        assert len(outcome) == 1 and isinstance(outcome[0], StorageUnavailable), outcome
+    finally:
+        holder.close()
+    assert await metadata.renew(key, utc_now() + timedelta(minutes=10))  # and then it works again
