@@ -38,10 +38,6 @@ _DRIVERS = {
 }
 _MYSQL = frozenset({"mysql", "mariadb"})
 
-# MariaDB/MySQL session settings. A lock wait ends in an error (503) well before a
-# client gives up; strict mode refuses what would otherwise be truncated silently; and
-# tables are InnoDB or nothing (no silent fallback to an engine without transactions).
-MYSQL_LOCK_WAIT_SECONDS = 10
 # Every Drive table on MariaDB/MySQL: InnoDB for transactions; utf8mb4 with a binary
 # collation, so text compares exactly as on the other databases.
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {
@@ -49,6 +45,10 @@ MYSQL_TABLE_OPTIONS: dict[str, Any] = {
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_bin",
 }
+# MariaDB/MySQL session settings. A lock wait ends in an error (503) well before a
+# client gives up; strict mode refuses what would otherwise be truncated silently; and
+# tables are InnoDB or nothing (no silent fallback to an engine without transactions).
+MYSQL_LOCK_WAIT_SECONDS = 10
 _MYSQL_SQL_MODE = "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
 
 
@@ -139,6 +139,7 @@ _DEADLOCK_CODES = frozenset({1213, "40P01", "40001"})
 
 
 def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` (raw or wrapped by SQLAlchemy) reports a lost deadlock."""
     original = getattr(exc, "orig", exc)
     code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     if code is None and getattr(original, "args", None):
