@@ -105,10 +105,15 @@ def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
     assert_no_errors_logged(server.log)
 
 
-def test_switching_storage_keeps_older_blobs_readable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "mariadb"])
+def test_switching_storage_keeps_older_blobs_readable(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    # On MariaDB the db backend's tables share the metadata's database.
+    url = f"sqlite:///{tmp_path / 'metadata.db'}" if database == "sqlite" else request.getfixturevalue("mariadb_url")
     env = {
         "AUTH_BEARER_TOKEN": AUTH["Authorization"].removeprefix("Bearer "),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'metadata.db'}",
+        "DATABASE_URL": url,
         "FS_BASE_PATH": str(tmp_path / "blobs"),
     }
     first = LiveServer({**env, "STORAGE": "fs"}).start()

@@ -1,4 +1,4 @@
-"""MetadataRepository on async SQLAlchemy: the same code for SQLite and PostgreSQL.
+"""MetadataRepository on async SQLAlchemy: the same code for SQLite, PostgreSQL and MariaDB/MySQL.
 
 Tables: ``drive_blobs`` (committed records, id primary key in byte order) and
 ``drive_pending`` (intents of the commit protocol, keyed by storage key). A commit
@@ -12,6 +12,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -21,19 +22,23 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     and_,
     delete,
     func,
     insert,
     select,
     text,
+    type_coerce,
     union,
     update,
 )
+from sqlalchemy.dialects.mysql import VARBINARY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.sql_engine import SqlDatabase
+from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
@@ -41,8 +46,27 @@ from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 # The tables as the queries see them; sql_schema's revisions create and change them.
 schema = MetaData()
 
-# PostgreSQL's "C" collation orders text by bytes, as SQLite's default BINARY does.
-_IdText = Text().with_variant(Text(collation="C"), "postgresql")
+
+class Utf8Bytes(TypeDecorator[str]):
+    """A str kept as its UTF-8 bytes: MariaDB/MySQL then compare and order ids byte by byte.
+
+    A binary column, not utf8mb4 text: no collation folds case or accents, and 1024 bytes
+    index within InnoDB's 3072-byte key limit (utf8mb4 VARCHAR(1024) would need 4096).
+    """
+
+    impl = VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else value.encode("utf-8")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else bytes(value).decode("utf-8")
+
+
+# Ids compare in byte order everywhere: PostgreSQL's "C" collation and SQLite's default
+# BINARY do it for text; MariaDB/MySQL get the UTF-8 bytes themselves.
+_IdText = Text().with_variant(Text(collation="C"), "postgresql").with_variant(Utf8Bytes(1024), "mysql", "mariadb")
 
 blobs = Table(
     "drive_blobs",
@@ -53,6 +77,7 @@ blobs = Table(
     Column("created_at", BigInteger, nullable=False),  # unix seconds, UTC
     Column("backend", String(32), nullable=False),
     Column("storage_key", String(32), nullable=False, unique=True),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 pending = Table(
@@ -63,10 +88,14 @@ pending = Table(
     Column("blob_id", _IdText, nullable=False),
     Column("kind", String(8), nullable=False),
     Column("lease_until", BigInteger, nullable=False, index=True),  # unix milliseconds
+    **MYSQL_TABLE_OPTIONS,
 )
 
 # Kept for the releases before Alembic, which refuse to start on a version above theirs (1).
-schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False))
+schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False), **MYSQL_TABLE_OPTIONS)
+
+
+_DEADLOCK_ATTEMPTS = 3
 
 
 def _seconds(moment: datetime) -> int:
@@ -152,6 +181,17 @@ class SqlMetadataRepository:
         return bool(result.rowcount)
 
     async def commit(self, record: BlobRecord) -> CommitOutcome:
+        # InnoDB may pick this transaction as a deadlock victim when others commit the same
+        # id at once; it was rolled back whole, so it is simply run again.
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                return await self._commit_once(record)
+            except Deadlock:
+                if attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _commit_once(self, record: BlobRecord) -> CommitOutcome:
         try:
             async with self._write() as conn:
                 gone = await conn.execute(delete(pending).where(pending.c.storage_key == record.storage_key))
@@ -228,7 +268,10 @@ class SqlMetadataRepository:
         query = select(blobs).order_by(blobs.c.id).limit(limit)
         if prefix:
             # Range start uses the index; the exact prefix test is case- and wildcard-safe.
-            query = query.where(blobs.c.id >= prefix, func.substr(blobs.c.id, 1, len(prefix)) == prefix)
+            # SUBSTR counts bytes on MariaDB/MySQL's binary ids, characters on text.
+            length = len(prefix.encode("utf-8")) if self._db.mysql else len(prefix)
+            head = type_coerce(func.substr(blobs.c.id, 1, length), blobs.c.id.type)
+            query = query.where(blobs.c.id >= prefix, head == prefix)
         if after is not None:
             query = query.where(blobs.c.id > after)
         async with self._read() as conn:
@@ -270,4 +313,4 @@ class SqlMetadataRepository:
         return known
 
 
-__all__ = ["SqlMetadataRepository", "blobs", "pending", "schema"]
+__all__ = ["SqlMetadataRepository", "Utf8Bytes", "blobs", "pending", "schema"]
