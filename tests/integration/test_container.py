@@ -74,11 +74,13 @@ def base_image(engine: Engine) -> str:
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine, base_image: str) -> str:
+def image(engine: Engine, base_image: str) -> Iterator[str]:
     started = time.monotonic()
     engine.docker("build", "--build-arg", f"BASE_IMAGE={base_image}", "-t", IMAGE, str(ROOT), timeout=900)
     print(f"{IMAGE} built on {base_image} in {time.monotonic() - started:.0f}s")
-    return IMAGE
+    yield IMAGE
+    if engine.owned:  # the cached data root would otherwise grow by one old image per change
+        engine.docker("image", "prune", "--force", timeout=120, check=False)
 
 
 class Container:
@@ -94,7 +96,9 @@ class Container:
             *env_args, image, *command,
         )  # fmt: skip
         self.url = ""
+        started = time.monotonic()
         self.wait_until_answering()
+        print(f"{self.name} answering after {time.monotonic() - started:.1f}s")
 
     def wait_until_answering(self, timeout: float = 60) -> None:
         port = self.engine.docker("port", self.name, "8000/tcp").stdout.split()[0].rsplit(":", 1)[1]
@@ -219,6 +223,7 @@ def test_docker_stop_with_uploads_in_flight_exits_cleanly_and_keeps_only_finishe
         go_on.set()
         stopper.join(90)
         elapsed = time.monotonic() - started
+        print(f"docker stop took {elapsed:.1f}s")
     finally:
         go_on.set()
         never.set()
