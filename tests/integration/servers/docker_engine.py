@@ -232,7 +232,7 @@ def python_base_image(engine: Engine, log: list[str]) -> str:
         log.append(f"{OFFICIAL_BASE}: present")
         return OFFICIAL_BASE
     try:
-        pulled = engine.docker("pull", OFFICIAL_BASE, timeout=90, check=False)
+        pulled = engine.docker("pull", OFFICIAL_BASE, timeout=60, check=False)
     except subprocess.TimeoutExpired:
         pulled = None
     if pulled is not None and pulled.returncode == 0:
