@@ -53,25 +53,40 @@ GRACEFUL = 5  # --graceful-timeout for the SIGTERM test (the image's default is 
 CHUNK = 64 * 1024
 
 
+def _unavailable(why: DockerUnavailable) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the container test must run in CI, but Docker is unavailable: {why}")
+    pytest.skip(f"Docker is unavailable: {why}")
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     try:
         with docker_engine() as running:
             yield running
     except DockerUnavailable as why:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the container test must run in CI, but Docker is unavailable: {why}")
-        pytest.skip(f"Docker is unavailable: {why}")
+        _unavailable(why)
 
 
 @pytest.fixture(scope="module")
 def base_image(engine: Engine) -> str:
     log: list[str] = []
     try:
-        image = python_base_image(engine, log)
+        return python_base_image(engine, log)
+    except DockerUnavailable as why:
+        _unavailable(why)
+        raise
     finally:
         print("base image:", "; ".join(log))
-    return image
+
+
+@pytest.fixture(scope="module")
+def compose_cli(engine: Engine) -> list[str]:
+    try:
+        return list(compose_command(engine))
+    except DockerUnavailable as why:
+        _unavailable(why)
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -267,12 +282,12 @@ def _env_example() -> dict[str, str]:
 
 
 class Compose:
-    def __init__(self, engine: Engine, settings: dict[str, str], env_file: Path) -> None:
+    def __init__(self, engine: Engine, cli: list[str], settings: dict[str, str], env_file: Path) -> None:
         self.engine = engine
         self.settings = settings
         self.env_file = env_file
         self.project = settings["COMPOSE_PROJECT_NAME"]
-        self.command = [*compose_command(engine), "-p", self.project, "--env-file", str(env_file)]
+        self.command = [*cli, "-p", self.project, "--env-file", str(env_file)]
         self.command += ["-f", str(ROOT / "docker-compose.yml")]
         self.write()
 
@@ -316,7 +331,7 @@ class Compose:
 
 
 def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
-    engine: Engine, image: str, base_image: str, tmp_path: Path
+    engine: Engine, image: str, base_image: str, compose_cli: list[str], tmp_path: Path
 ) -> None:
     services: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     built = sorted(name for name, service in services.items() if "build" in service)
@@ -330,6 +345,8 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
     if parsed_only:
         warnings.warn(note, stacklevel=1)
 
+    version = subprocess.run([*compose_cli, "version", "--short"], capture_output=True, text=True, check=False)
+    print(f"compose: {' '.join(compose_cli)} {version.stdout.strip()}")
     port = free_port()
     settings = {
         **_env_example(),
@@ -341,7 +358,7 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
         "DRIVE_BACKENDS": "fs,db,s3,ftp",
         "DATABASE_URL": "sqlite:////var/lib/drive/metadata.db",  # postgres: parsed only
     }
-    compose = Compose(engine, settings, tmp_path / "compose.env")
+    compose = Compose(engine, compose_cli, settings, tmp_path / "compose.env")
     url = f"http://127.0.0.1:{port}"
     moto: GatewayMoto | None = None
     try:
