@@ -198,6 +198,9 @@ def _build_standin(engine: Engine, log: list[str]) -> None:
         if shutil.which("debootstrap") is None:
             raise DockerUnavailable("no python base image and no debootstrap (.ci/run installs it)")
         STATE_DIR.mkdir(parents=True, exist_ok=True)
+        for stale in STATE_DIR.glob("rootfs-*"):  # left by a run killed while bootstrapping
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=STATE_DIR, prefix="rootfs-") as rootfs:
             started = time.monotonic()
             subprocess.run(
