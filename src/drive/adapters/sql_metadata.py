@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from drive.adapters.sql_engine import create_engine, is_sqlite
+from drive.adapters.sql_point_reads import point_reads_for
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 
@@ -97,6 +98,8 @@ class SqlMetadataRepository:
         self._engine: AsyncEngine = create_engine(url, setting)
         # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
         self._write_lock = asyncio.Lock() if is_sqlite(self._engine.url) else None
+        # GET's lookup by id, on the driver directly (sql_point_reads.py); None: the engine.
+        self._point_reads = point_reads_for(self._engine.url)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -151,13 +154,19 @@ class SqlMetadataRepository:
                 raise _NewerSchema(f"holds schema version {max(versions)}, newer than this release")
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        try:
+            if self._point_reads is not None:
+                await self._point_reads.close()
+        finally:
+            await self._engine.dispose()
 
     async def ping(self) -> None:
         async with self._read() as conn:
             await conn.execute(select(1))
 
     async def get(self, blob_id: str) -> BlobRecord | None:
+        if self._point_reads is not None:
+            return await self._point_reads.get(blob_id)
         async with self._read() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
         return None if row is None else _record(row)
