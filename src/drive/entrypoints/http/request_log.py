@@ -32,21 +32,26 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
 _NOT_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _secrets, longest first, so one containing another goes whole
 _secrets_lock = threading.Lock()
+# Cheap test before the two substitutions: most strings hold neither pattern's anchor.
+_MAYBE_CREDENTIAL = re.compile(r"(?i)bearer|://")
 _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 def add_secrets(values: Iterable[str | None]) -> None:
     """Remember values that must never appear in a log line (tokens, passwords, keys)."""
+    global _longest_first
     with _secrets_lock:
         _secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    text = _BEARER.sub(rf"\1 {REDACTED}", text)
-    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    # Longest first, so a secret that contains another is removed whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    if _MAYBE_CREDENTIAL.search(text):
+        text = _BEARER.sub(rf"\1 {REDACTED}", text)
+        text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
