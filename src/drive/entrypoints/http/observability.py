@@ -8,7 +8,7 @@ chunk as they pass, never buffering them.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Iterable
@@ -42,7 +42,9 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if _SANE_REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a fifth of its cost
+    # Ids need to be unique, not secret: 128 bits from the process's generator (reseeded
+    # from os.urandom after every fork) cost 0.3 µs; uuid4() makes a getrandom() call.
+    return f"{random.getrandbits(128):032x}"
 
 
 # prometheus_client's ``labels()`` takes a lock and builds a key on every call; the

@@ -89,7 +89,12 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.stack_info:
             line["stack"] = record.stack_info
-        return _encoder.encode(_clean(line)).decode()
+        for key, value in line.items():  # in place: every access line passes here
+            if type(value) is str:
+                line[key] = redact(value)
+            elif not (value is None or isinstance(value, bool | int | float)):
+                line[key] = _clean(value)
+        return _encoder.encode(line).decode()
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
