@@ -144,6 +144,13 @@ def wrk(url: str, args: list[str], script_args: list[str], opts: argparse.Namesp
     return parse_wrk(done.stdout)
 
 
+def row(label: str, top: Result, ours: Result) -> str:
+    return (
+        f"| {label} | {top.rate:,.0f} | {top.p99_ms:.1f} ms | {ours.rate:,.0f} | "
+        f"{ours.p99_ms:.1f} ms | {ours.rate / top.rate:.0%} | {ours.bad + top.bad} |"
+    )
+
+
 def seed(base: str) -> str:
     """Store the 1 KiB blob every read workload fetches; returns its ETag."""
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": RAW}
@@ -226,6 +233,7 @@ def main() -> None:
                 print("| workload | ceiling req/s | ceiling p99 | Drive req/s | Drive p99 | ratio | bad answers |")
                 print("|---|---|---|---|---|---|---|")
                 auth = ["-H", f"Authorization: Bearer {TOKEN}"]
+                results: dict[str, list[tuple[Result, Result]]] = {w.name: [] for w in chosen}
                 for round_no in range(opts.rounds):
                     for workload in chosen:
                         if workload.name == "head":
@@ -237,11 +245,15 @@ def main() -> None:
                             run = f"{os.getpid()}r{round_no}"
                             script_args = [a.replace("{run}", run) for a in workload.script_args]
                             ours = wrk(f"{drive}{workload.path}", [*auth, *args], script_args, opts)
-                        print(
-                            f"| {workload.label} | {top.rate:,.0f} | {top.p99_ms:.1f} ms | {ours.rate:,.0f} | "
-                            f"{ours.p99_ms:.1f} ms | {ours.rate / top.rate:.0%} | {ours.bad + top.bad} |",
-                            flush=True,
-                        )
+                        results[workload.name].append((top, ours))
+                        print(row(workload.label, top, ours), flush=True)
+                if opts.rounds > 1:
+                    print(f"\nMedian of {opts.rounds} rounds (by ratio):\n")
+                    print("| workload | ceiling req/s | ceiling p99 | Drive req/s | Drive p99 | ratio | bad answers |")
+                    print("|---|---|---|---|---|---|---|")
+                    for workload in chosen:
+                        pairs = sorted(results[workload.name], key=lambda pair: pair[1].rate / pair[0].rate)
+                        print(row(workload.label, *pairs[len(pairs) // 2]))
     finally:
         if opts.keep:
             print(f"\nlogs and data kept in {tmp}")
