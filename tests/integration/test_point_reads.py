@@ -170,3 +170,14 @@ async def test_postgresql_read_survives_dropped_connections(postgres_url: str) -
         assert await repo.get("dropped") == record
     finally:
         await repo.close()
+
+
+async def test_reads_work_again_after_close_as_the_engine_does(url: str) -> None:
+    repo = await opened(url)
+    try:
+        record = await store(repo, "reopened")
+        assert await repo.get("reopened") == record
+        await repo.close()
+        assert await repo.get("reopened") == record  # fresh connections, like a disposed engine's
+    finally:
+        await repo.close()

@@ -87,23 +87,24 @@ class SqlitePointReads:
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._closed = False
+        # Bumped by close(): a thread's connection from before is closed, so it opens
+        # another (as the engine's pool does after dispose()).
+        self._generation = 0
 
     def _connection(self, *, inline: bool) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StorageUnavailable("metadata store is closed")
-            conn = sqlite3.connect(
-                self._uri,
-                uri=True,
-                isolation_level=None,  # autocommit: each read sees the latest commit
-                check_same_thread=False,  # closed from whichever thread calls close()
-                timeout=0 if inline else _SQLITE_BUSY_SECONDS,
-            )
-            with self._lock:
-                self._opened.append(conn)
-            self._local.conn = conn
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        if held is not None and held[0] == self._generation:
+            return held[1]
+        conn = sqlite3.connect(
+            self._uri,
+            uri=True,
+            isolation_level=None,  # autocommit: each read sees the latest commit
+            check_same_thread=False,  # closed from whichever thread calls close()
+            timeout=0 if inline else _SQLITE_BUSY_SECONDS,
+        )
+        with self._lock:
+            self._opened.append(conn)
+            self._local.held = (self._generation, conn)
         return conn
 
     def _fetch(self, blob_id: str, inline: bool) -> tuple[Any, ...] | None:
@@ -126,7 +127,7 @@ class SqlitePointReads:
 
     async def close(self) -> None:
         with self._lock:
-            self._closed = True
+            self._generation += 1
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
