@@ -20,6 +20,7 @@ started, in this process or any other: no cache, so never a stale record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -169,15 +170,21 @@ class PostgresPointReads:
     async def get(self, blob_id: str) -> BlobRecord | None:
         import asyncpg
 
-        # A read is safe to repeat: one retry turns a connection the server dropped
-        # (a restart, an idle timeout) into a fresh one instead of a failed request.
+        # A read is safe to repeat: one retry turns connections the server dropped (a
+        # restart, an idle timeout) into fresh ones instead of a failed request. The pool's
+        # other connections are likely gone too: expire them all before the retry.
+        lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
         for attempt in (1, 2):
+            pool = None
             try:
                 pool = await self._acquire_pool()
                 row = await pool.fetchrow(_POSTGRES_GET, blob_id)
-            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, ConnectionError) as exc:
+            except (*lost, ConnectionError) as exc:
                 if attempt == 2:
                     raise _failed(exc) from None
+                if pool is not None:
+                    with contextlib.suppress(Exception):
+                        await pool.expire_connections()
                 continue
             except (asyncpg.PostgresError, TimeoutError) as exc:
                 raise _failed(exc) from None
