@@ -38,7 +38,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase
+from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase, async_url
+from drive.adapters.sql_point_reads import point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
@@ -121,6 +122,8 @@ def _record(row: object) -> BlobRecord:
 class SqlMetadataRepository:
     def __init__(self, url: str, *, setting: str = "DATABASE_URL") -> None:
         self._db = SqlDatabase(url, setting, label="metadata store")
+        # GET's lookup by id, on the driver directly (sql_point_reads.py); None: the engine.
+        self._point_reads = point_reads_for(async_url(url, setting))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -150,13 +153,19 @@ class SqlMetadataRepository:
         await self._db.open(functools.partial(upgrade, chain=METADATA))
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            if self._point_reads is not None:
+                await self._point_reads.close()
+        finally:
+            await self._db.close()
 
     async def ping(self) -> None:
         async with self._read() as conn:
             await conn.execute(select(1))
 
     async def get(self, blob_id: str) -> BlobRecord | None:
+        if self._point_reads is not None:
+            return await self._point_reads.get(blob_id)
         async with self._read() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
         return None if row is None else _record(row)
