@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository
 from drive.adapters.sql_point_reads import PostgresPointReads, SqlitePointReads, point_reads_for
 from drive.domain.errors import StorageUnavailable
@@ -63,10 +64,10 @@ async def store(repo: SqlMetadataRepository, blob_id: str) -> BlobRecord:
 
 
 def test_fast_reader_chosen_for_file_sqlite_and_postgresql(url: str) -> None:
-    repo = SqlMetadataRepository(url)
-    reader = point_reads_for(repo.engine.url)
+    reader = point_reads_for(async_url(url))
     assert isinstance(reader, SqlitePointReads if url.startswith("sqlite") else PostgresPointReads)
-    assert point_reads_for(SqlMetadataRepository("sqlite:///:memory:").engine.url) is None
+    assert point_reads_for(async_url("sqlite:///:memory:")) is None
+    assert point_reads_for(async_url("mysql://root@127.0.0.1/test")) is None
 
 
 async def test_reads_see_other_writers_commits_and_deletes_at_once(

@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from drive.entrypoints.http.request_log import REDACTED, JsonFormatter, _timestamp, add_secrets
+from drive.entrypoints.logs import REDACTED, JsonFormatter, _timestamp, add_secrets
 
 SECRET = "unit-test-secret-0123456789"
 
