@@ -183,7 +183,7 @@ class RequestObserver:
             "request_id": request_id,
             "method": method,
             "route": route,
-            "path": scope.get("path", ""),
+            "path": _target(scope),
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "bytes_in": exchange.bytes_in,
@@ -193,3 +193,13 @@ class RequestObserver:
         if aborted:
             fields["aborted"] = aborted
         access_log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d", method, route, status, extra=fields)
+
+
+def _target(scope: Scope) -> str:
+    """The request target as the client sent it (``//abs`` stays ``//abs``), never normalised.
+
+    Latin-1 maps each byte to one character, so undecodable bytes are shown, not lost.
+    """
+    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    query = scope.get("query_string") or b""
+    return (raw + b"?" + query if query else raw).decode("latin-1")
