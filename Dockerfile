@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 # Drive's image: dependencies and the package are built in one stage; the runtime stage gets
 # only the finished virtualenv, on a slim base, as a non-root user.
+# BASE_IMAGE: the official image by default; any Debian-like image with python3 on PATH as
+# `python` works (the container test builds on a local stand-in when no registry is reachable).
 ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/drive
 WORKDIR /src
@@ -11,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/drive/bin/pip install .
 
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 # PROMETHEUS_MULTIPROC_DIR: the workers share their metrics through files there (see docs/DEPLOYMENT.md).
 ENV PATH=/opt/drive/bin:$PATH \
     PYTHONUNBUFFERED=1 \

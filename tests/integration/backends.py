@@ -2,7 +2,7 @@
 
 The ``backend`` fixture (module-scoped, one parameter per backend) hands each test
 module its own fresh store: a new directory, database, bucket or FTP base directory,
-so checks such as "no orphaned bytes" are exact. Servers (PostgreSQL, moto, pyftpdlib)
+so checks such as "no orphaned bytes" are exact. Servers (PostgreSQL, MariaDB, moto, pyftpdlib)
 are the session's, started on first use.
 """
 
@@ -24,7 +24,7 @@ from tests.integration.live import base_env
 from tests.integration.servers.ftp import FtpServer
 from tests.integration.servers.s3 import FAKE_KEY, FAKE_SECRET, REGION, MotoServer, s3_client
 
-BACKEND_PARAMS = ["fs", "db-sqlite", "db-postgres", "s3-path", "s3-vhost", "ftp", "ftps"]
+BACKEND_PARAMS = ["fs", "db-sqlite", "db-postgres", "db-mariadb", "s3-path", "s3-vhost", "ftp", "ftps"]
 
 
 @dataclass
@@ -103,6 +103,9 @@ def make_backend(request: pytest.FixtureRequest, param: str, root: Path) -> Back
     elif param == "db-postgres":
         make_url: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
         env.update(STORAGE="db", DATABASE_URL=make_url(), BLOB_DATABASE_URL=make_url())
+    elif param == "db-mariadb":  # metadata and blob tables in one database, as most deployments have it
+        mariadb_url: str = request.getfixturevalue("mariadb_url_factory")()
+        env.update(STORAGE="db", DATABASE_URL=mariadb_url, BLOB_DATABASE_URL=mariadb_url)
     elif param.startswith("s3"):
         moto: MotoServer = request.getfixturevalue("moto_server")
         env.update(_s3_env(moto, path_style=param == "s3-path"))

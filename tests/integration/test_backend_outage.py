@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.backends import BackendUnderTest, make_backend
-from tests.integration.live import AUTH, LiveServer
+from tests.integration.cli_helpers import Drive, cli_env
+from tests.integration.live import AUTH, LiveServer, ServerProcess
+from tests.integration.steady_load import SteadyLoad, assert_no_errors_logged, fsck_clean
 
 
 @pytest.fixture(params=["s3-path", "ftp", "ftps"])
@@ -55,10 +57,63 @@ def test_outage_gives_503_and_recovery_gives_200(outage_backend: BackendUnderTes
         live.stop()
 
 
-def test_switching_storage_keeps_older_blobs_readable(tmp_path: Path) -> None:
+OUTAGE_SECONDS = 12.0
+BACKEND_BOUND = 15.0  # as in the test above: S3_TIMEOUT / FTP_TIMEOUT are 5 s
+
+
+@pytest.mark.slow
+def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
+    outage_backend: BackendUnderTest, tmp_path: Path
+) -> None:
+    """The S3 or FTP server gone for 12 s while 8 clients PUT and GET against a ``drive serve`` process.
+
+    12 s rather than a half-minute: each request is bounded by the backend's 5 s timeout,
+    so 12 s already holds two full timeouts back to back, and a connection pool kept
+    across the outage; longer only adds CI minutes. A short upload lease and recovery
+    interval let the server clean up after uploads cut off midway before fsck looks.
+    """
+    quick = {"UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
+    isolated = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env = {**outage_backend.env, **quick, **isolated, "AWS_EC2_METADATA_DISABLED": "true"}
+    drive_env = cli_env(tmp_path, **env)
+    drive_env.pop("FS_BASE_PATH")  # only the backend under test, as the server has it
+    server = ServerProcess(env, tmp_path).start()
+    load = SteadyLoad(server.url, workers=8)
+    moments: dict[str, float] = {}
+
+    def outage() -> None:
+        time.sleep(5)
+        moments["down"] = time.monotonic()
+        outage_backend.outage.stop()
+        time.sleep(OUTAGE_SECONDS)
+        outage_backend.restart_server()
+        moments["up"] = time.monotonic()
+
+    try:
+        load.run(8, during=outage)
+        summary = load.summary()
+        # A backend call gives up after its 5 s timeout; the metadata store is up throughout.
+        load.assert_honest(within=BACKEND_BOUND)
+        down = [o for o in load.unavailable() if moments["down"] + 1 <= o.started <= moments["up"]]
+        assert len(down) >= 8, f"too few 503s during the outage: {summary}"
+        assert load.recovered_after(moments["up"]) < 10, summary
+        load.assert_all_read_back()
+        fsck_clean(Drive(drive_env, tmp_path), wait=30)
+        print(f"{outage_backend.param} outage: {summary}")
+    finally:
+        server.terminate()
+    assert_no_errors_logged(server.log)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "mariadb"])
+def test_switching_storage_keeps_older_blobs_readable(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    # On MariaDB the db backend's tables share the metadata's database.
+    url = f"sqlite:///{tmp_path / 'metadata.db'}" if database == "sqlite" else request.getfixturevalue("mariadb_url")
     env = {
         "AUTH_BEARER_TOKEN": AUTH["Authorization"].removeprefix("Bearer "),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'metadata.db'}",
+        "DATABASE_URL": url,
         "FS_BASE_PATH": str(tmp_path / "blobs"),
     }
     first = LiveServer({**env, "STORAGE": "fs"}).start()

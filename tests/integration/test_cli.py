@@ -182,7 +182,7 @@ def test_failures_are_one_line_with_documented_exit_codes(tmp_path: Path, moto_s
         lambda: drive("stat", ""),
         lambda: drive("ls", env={"STORAGE": "s3"}),
         lambda: drive("ls", env={"MAX_BLOB_SIZE": "lots"}),
-        lambda: drive("ls", env={"DATABASE_URL": "mysql://somewhere/db"}),
+        lambda: drive("ls", env={"DATABASE_URL": "oracle://somewhere/db"}),
         lambda: drive("migrate", "--to", "ftp"),
         lambda: drive("ls", env=s3_down),
         lambda: drive("stat", "x", env={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"}),

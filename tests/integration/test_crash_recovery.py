@@ -162,7 +162,7 @@ async def for_each(items: list[Upload], action: Callable[[Upload], Awaitable[Non
             tasks.start_soon(worker)
 
 
-@pytest.fixture(params=["fs", "db-sqlite", "db-postgres", "s3-path"])
+@pytest.fixture(params=["fs", "db-sqlite", "db-postgres", "db-mariadb", "s3-path"])
 def crash_backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendUnderTest:
     return make_backend(request, request.param, tmp_path)
 

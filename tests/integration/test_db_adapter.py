@@ -1,4 +1,4 @@
-"""DatabaseBlobRepository against real SQLite files and throwaway PostgreSQL databases."""
+"""DatabaseBlobRepository against real SQLite files and throwaway PostgreSQL and MariaDB databases."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from drive.adapters.db import DatabaseBlobRepository, blob_chunks, blob_objects
+import drive.adapters.db as db_module
+from drive.adapters.db import DatabaseBlobRepository, blob_chunks, blob_objects, fitting_chunk_size
 from drive.adapters.sql_engine import create_engine
 from drive.domain.errors import PayloadTooLarge, StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository
-from tests.integration.servers.postgres import drop_database
+from tests.integration.servers import mariadb, postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -29,11 +31,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/blobs.db"
-    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+    factory: Callable[[], str] = request.getfixturevalue(
+        "mariadb_url_factory" if request.param == "mariadb" else "postgres_url_factory"
+    )
     return factory()
 
 
@@ -395,8 +399,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_unreachable_postgres_fails_fast_without_secrets() -> None:
-    url = f"postgresql://drive:s3cr3t-pw@127.0.0.1:{closed_port()}/blobs"
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+async def test_unreachable_server_fails_fast_without_secrets(scheme: str) -> None:
+    url = f"{scheme}://drive:s3cr3t-pw@127.0.0.1:{closed_port()}/blobs"
     repo = DatabaseBlobRepository(url, setting="BLOB_DATABASE_URL")
     began = time.monotonic()
     with pytest.raises(StorageUnavailable) as caught:
@@ -404,7 +409,7 @@ async def test_unreachable_postgres_fails_fast_without_secrets() -> None:
     assert time.monotonic() - began < 5
     message = str(caught.value)
     assert "BLOB_DATABASE_URL" in message
-    for secret in ("s3cr3t", "drive:", "postgresql://", "127.0.0.1"):
+    for secret in ("s3cr3t", "drive:", f"{scheme}://", "127.0.0.1"):
         assert secret not in message
         assert secret not in repr(caught.value)
     assert caught.value.__cause__ is None
@@ -435,14 +440,14 @@ async def test_not_open_is_unavailable(db_url: str) -> None:
     await repo.close()
 
 
-async def test_database_dropped_under_an_open_repository(request: pytest.FixtureRequest) -> None:
-    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
-    url = factory()
+@pytest.mark.parametrize("server", [postgres, mariadb], ids=["postgresql", "mariadb"])
+async def test_database_dropped_under_an_open_repository(server: Any) -> None:
+    url = server.create_database()
     repo = DatabaseBlobRepository(url)
     await repo.open()
     key = new_key()
     await repo.write(key, stream(b"soon gone"))
-    drop_database(url)
+    server.drop_database(url)
     try:
         with pytest.raises(StorageUnavailable) as caught:
             await repo.ping()
@@ -457,3 +462,43 @@ async def test_database_dropped_under_an_open_repository(request: pytest.Fixture
             await keys_of(repo)
     finally:
         await repo.close()
+
+
+# -- MariaDB/MySQL: one chunk row must fit the server's max_allowed_packet --------------
+
+
+def test_chunk_size_fits_max_allowed_packet() -> None:
+    assert fitting_chunk_size(MiB, 16 * MiB) == MiB  # MariaDB's default: 1 MiB rows as elsewhere
+    assert fitting_chunk_size(MiB, 64 * MiB) == MiB
+    assert fitting_chunk_size(MiB, 2 * MiB) == 512 * 1024  # escaped, a row may take twice its size
+    assert fitting_chunk_size(MiB, 1 * MiB) == 256 * 1024
+    assert fitting_chunk_size(1000, 1 * MiB) == 1000
+    with pytest.raises(StorageUnavailable, match="max_allowed_packet"):
+        fitting_chunk_size(MiB, 128 * 1024)
+
+
+async def test_mariadb_small_packet_limit_gives_smaller_rows(mariadb_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_module, "_CLIENT_MAX_PACKET", 300 * 1024)  # as if the server allowed only this
+    repo = DatabaseBlobRepository(mariadb_url, chunk_size=MiB)
+    await repo.open()
+    engine = create_engine(mariadb_url)
+    try:
+        assert repo.chunk_size == 64 * 1024
+        data = os.urandom(MiB + 1)
+        key = new_key()
+        assert await repo.write(key, stream(data)) == len(data)
+        assert await read_all(repo, key) == data
+        assert await row_counts(engine, key) == (1, 17)
+    finally:
+        await engine.dispose()
+        await repo.close()
+
+
+async def test_mariadb_packet_limit_too_small_refuses_to_start(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "_CLIENT_MAX_PACKET", 100 * 1024)
+    repo = DatabaseBlobRepository(mariadb_url, setting="BLOB_DATABASE_URL")
+    with pytest.raises(StorageUnavailable, match=r"^BLOB_DATABASE_URL: the server's max_allowed_packet"):
+        await repo.open()
+    await repo.close()

@@ -188,8 +188,13 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_token(
         client.get(f"/v1/blobs/{TOKEN}", headers={"X-Request-ID": "req-token-path"})
         client.get("/v1/blobs", params={"cursor": READ_TOKEN}, headers={"X-Request-ID": "req-token-query"})
         client.get("/v1/blobs/logged", headers={"Authorization": f"Bearer {READ_TOKEN}x", "X-Request-ID": "req-401"})
+        # Different ids must look different in the log: the raw target, never a normalised path.
+        client.put("/v1/blobs//abs", content=b"1", headers={"X-Request-ID": "req-abs"})
+        client.put("/v1/blobs/abs", content=b"2", headers={"X-Request-ID": "req-rel"})
+        client.get("/v1/blobs/a%2Fb", headers={"X-Request-ID": "req-encoded"})
 
-    wanted = {"req-put-1", "req-get-1", "req-token-path", "req-token-query", "req-401"}
+    wanted = {"req-put-1", "req-get-1", "req-token-path", "req-token-query", "req-401", "req-abs", "req-rel"}
+    wanted |= {"req-encoded"}
     captured = ""
     access: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 10
@@ -215,6 +220,9 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_token(
     assert access["req-get-1"]["bytes_out"] == 5
     assert access["req-token-path"]["path"] == "/v1/blobs/[redacted]"
     assert access["req-401"]["status"] == 401
+    assert access["req-abs"]["path"] == "/v1/blobs//abs"
+    assert access["req-rel"]["path"] == "/v1/blobs/abs"
+    assert access["req-encoded"]["path"] == "/v1/blobs/a%2Fb"
 
 
 def test_several_workers_share_metrics_and_write_only_json(tmp_path: Path) -> None:

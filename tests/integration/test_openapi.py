@@ -102,8 +102,10 @@ def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
     assert store_request["type"] == "object"
     assert store_request["required"] == ["id", "data"]
     assert store_request["properties"]["data"]["contentEncoding"] == "base64"
+    assert store_request["properties"]["id"]["format"] == "drive-id"
 
     raw_body = paths["/v1/blobs/{blob_path}"]["put"]["requestBody"]
+    assert raw_body["required"] is False  # no body is an empty blob
     assert raw_body["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
     retrieve = paths["/v1/blobs/{blob_path}"]["get"]["responses"]
@@ -111,6 +113,8 @@ def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
     assert retrieve["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
     assert set(retrieve["206"]["content"]) == {"application/octet-stream"}
     assert "content" not in retrieve["304"]
+    head = paths["/v1/blobs/{blob_path}"]["head"]["responses"]
+    assert set(head["200"]["content"]) == {"application/octet-stream"}
     blob = openapi["components"]["schemas"]["BlobWithData"]
     assert list(blob["properties"]) == ["id", "data", "size", "created_at"]
 
@@ -130,4 +134,12 @@ def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
         if path != "/v1/blobs":
             (blob_id,) = operation["parameters"]
             assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("blob_path", "path", True), (method, path)
-            assert blob_id["schema"] == {"type": "string"}
+            schema = blob_id["schema"]
+            assert (schema["type"], schema["format"], schema["minLength"], schema["maxLength"]) == (
+                "string",
+                "drive-id",
+                1,
+                1024,
+            ), (method, path)
+            assert schema["pattern"] == "^[^\\u0000-\\u001F\\u007F]+$"
+    assert listing["cursor"]["schema"]["format"] == "drive-cursor"

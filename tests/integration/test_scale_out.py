@@ -1,4 +1,4 @@
-"""Two ``drive serve`` processes sharing one PostgreSQL metadata store and one S3 bucket (moto).
+"""Two ``drive serve`` processes sharing one metadata store (PostgreSQL or MariaDB) and one S3 bucket (moto).
 
 * Racing one id across both processes: exactly one ``201``; every other writer gets
   ``409`` (different bytes) or ``200`` (same bytes), and both processes then serve the
@@ -57,10 +57,11 @@ class Shared:
         return self.backend.container(DATABASE_URL=self.env["DATABASE_URL"], **extra).service()
 
 
-@pytest.fixture
-def shared(request: pytest.FixtureRequest, tmp_path: Path, postgres_url_factory: Callable[[], str]) -> Shared:
+@pytest.fixture(params=["postgres", "mariadb"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Shared:
     backend = make_backend(request, "s3-path", tmp_path)
-    env = {**backend.env, "DATABASE_URL": postgres_url_factory()}
+    database_url: Callable[[], str] = request.getfixturevalue(f"{request.param}_url_factory")
+    env = {**backend.env, "DATABASE_URL": database_url()}
     return Shared(backend, env, tmp_path)
 
 

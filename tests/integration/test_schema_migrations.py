@@ -2,7 +2,8 @@
 
 ``fixtures/schema_v1_*.sql`` are the schema (and a few rows) exactly as the release before
 Alembic created them, dumped from that release's code: four blobs stored on the db
-backend in the same database, and one interrupted upload.
+backend in the same database, and one interrupted upload. That release never ran on
+MariaDB/MySQL, so those tests cover SQLite and PostgreSQL; the rest run on all three.
 """
 
 from __future__ import annotations
@@ -58,15 +59,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def v1_kind(request: pytest.FixtureRequest) -> str:
+    """The databases the release before Alembic ran on."""
     return str(request.param)
 
 
 def fresh_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: str = "store") -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / f'{name}.db'}"
-    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+    factory: Callable[[], str] = request.getfixturevalue(
+        "mariadb_url_factory" if kind == "mariadb" else "postgres_url_factory"
+    )
     return factory()
 
 
@@ -74,6 +83,12 @@ def fresh_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest, name: s
 def url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database."""
     return fresh_url(kind, tmp_path, request)
+
+
+@pytest.fixture
+def v1_url(v1_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of a kind the previous release supported."""
+    return fresh_url(v1_kind, tmp_path, request)
 
 
 async def load_v1(url: str) -> None:
@@ -114,7 +129,8 @@ async def one(data: bytes) -> AsyncIterator[bytes]:
 # -- the previous release's database --------------------------------------------------
 
 
-async def test_v1_database_upgrades_with_every_blob_readable(url: str) -> None:
+async def test_v1_database_upgrades_with_every_blob_readable(v1_url: str) -> None:
+    url = v1_url
     await load_v1(url)
     assert await SchemaMigrations(url, backends=["db"]).current() == {"metadata": "0001", "blobs": "0001"}
     metadata = SqlMetadataRepository(url)
@@ -193,8 +209,9 @@ def _model_differences(connection: Connection) -> list[Any]:
 
 
 async def test_fresh_database_reaches_head_with_the_v1_schema(
-    kind: str, url: str, tmp_path: Path, request: pytest.FixtureRequest
+    v1_kind: str, v1_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    kind, url = v1_kind, v1_url
     migrations = SchemaMigrations(url, backends=["db"])
     assert await migrations.current() == {"metadata": None, "blobs": None}
     await migrations.upgrade()
@@ -262,7 +279,8 @@ async def test_a_store_past_this_release_refuses_to_start(url: str) -> None:
         await DatabaseBlobRepository(url, setting="BLOB_DATABASE_URL").open()
 
 
-async def test_a_pre_alembic_store_past_version_1_refuses_to_start(url: str) -> None:
+async def test_a_pre_alembic_store_past_version_1_refuses_to_start(v1_url: str) -> None:
+    url = v1_url
     await load_v1(url)
     engine = create_engine(url)
     try:
@@ -304,7 +322,8 @@ def test_drive_db_current_and_upgrade(kind: str, url: str, tmp_path: Path) -> No
     assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0002   at head"]
 
 
-def test_drive_db_on_a_v1_database_then_every_blob_is_served(kind: str, url: str, tmp_path: Path) -> None:
+def test_drive_db_on_a_v1_database_then_every_blob_is_served(v1_url: str, tmp_path: Path) -> None:
+    url = v1_url
     anyio.run(load_v1, url)
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, STORAGE="db"), tmp_path)
     assert drive("db", "current").ok().text.splitlines() == [
@@ -323,7 +342,7 @@ def test_drive_db_failures_are_one_line(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "meta.db") as conn:
         conn.execute("UPDATE drive_alembic_metadata SET version_num = '0099'")
     drive("db", "upgrade").fails(3, "DATABASE_URL", "holds schema revision 0099, newer than this release")
-    drive("db", "upgrade", env={"DATABASE_URL": "mysql://x/y"}).fails(2, "DATABASE_URL")
+    drive("db", "upgrade", env={"DATABASE_URL": "oracle://x/y"}).fails(2, "DATABASE_URL")
 
 
 # -- replicas starting together -------------------------------------------------------
@@ -365,3 +384,98 @@ def test_replicas_starting_together_upgrade_once(kind: str, url: str, tmp_path: 
     assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
     assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert anyio.run(rows, url, "SELECT version FROM drive_schema") == [(1,)]
+
+
+# -- MariaDB/MySQL ----------------------------------------------------------------------
+
+
+async def test_fresh_mariadb_reaches_head_with_its_own_types(mariadb_url: str) -> None:
+    migrations = SchemaMigrations(mariadb_url, backends=["db"])
+    assert await migrations.current() == {"metadata": None, "blobs": None}
+    await migrations.upgrade()
+    assert await migrations.current() == HEADS
+    await migrations.upgrade()
+    assert await rows(mariadb_url, "SELECT version FROM drive_schema") == [(1,)]
+    engine = create_engine(mariadb_url)
+    try:
+        async with engine.connect() as conn:
+            shape = await conn.run_sync(_shape)
+            assert await conn.run_sync(_model_differences) == []
+    finally:
+        await engine.dispose()
+    assert set(shape) == {"drive_blobs", "drive_pending", "drive_schema", "drive_blob_objects", "drive_blob_chunks"}
+    columns = {(table, c[0]): c[1] for table, found in shape.items() for c in found["columns"]}
+    # Ids are their UTF-8 bytes (byte order; 1024 bytes index within InnoDB's limit); chunks fit 1 MiB and more.
+    assert columns["drive_blobs", "id"] == columns["drive_pending", "blob_id"] == "VARBINARY(1024)"
+    assert columns["drive_blob_chunks", "data"] == "LONGBLOB"
+    assert shape["drive_blobs"]["primary_key"] == ["id"]
+    assert shape["drive_blobs"]["unique"] == [("storage_key",)]
+    assert ("ix_drive_pending_lease_until", ("lease_until",), False) in shape["drive_pending"]["indexes"]
+    tables = await rows(
+        mariadb_url,
+        "SELECT table_name, engine, table_collation FROM information_schema.tables WHERE table_schema = DATABASE()",
+    )
+    assert {(name, engine, collation) for name, engine, collation in tables if name in shape} == {
+        (name, "InnoDB", "utf8mb4_bin") for name in shape
+    }
+
+
+async def test_mariadb_upgrade_cut_short_is_finished_by_the_next_start(mariadb_url: str) -> None:
+    """DDL commits at once on MariaDB: a crash mid-revision leaves some tables, and no revision stamped."""
+    await SchemaMigrations(mariadb_url, backends=["db"]).upgrade()
+    engine = create_engine(mariadb_url)
+    try:
+        async with engine.begin() as conn:
+            for statement in (
+                "DROP TABLE drive_schema",
+                "DROP INDEX ix_drive_pending_lease_until ON drive_pending",
+                "DROP TABLE drive_blob_chunks",
+                "DELETE FROM drive_alembic_metadata",
+                "DELETE FROM drive_alembic_blobs",
+            ):
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+    migrations = SchemaMigrations(mariadb_url, backends=["db"])
+    # Not taken for a release before Alembic: that one never ran on MariaDB.
+    assert await migrations.current() == {"metadata": None, "blobs": None}
+    await migrations.upgrade()
+    assert await migrations.current() == HEADS
+    assert await rows(mariadb_url, "SELECT version FROM drive_schema") == [(1,)]
+    engine = create_engine(mariadb_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_model_differences) == []
+    finally:
+        await engine.dispose()
+    blobs = DatabaseBlobRepository(mariadb_url)
+    await blobs.open()
+    try:
+        key = "0123456789abcdef0123456789abcdef"
+        assert await blobs.write(key, one(b"complete again")) == 14
+        assert await read_all(blobs, key) == b"complete again"
+    finally:
+        await blobs.close()
+
+
+async def test_mariadb_schema_lock_is_taken_and_released(mariadb_url: str) -> None:
+    """GET_LOCK serialises upgrades across processes; a holder that stays blocks, then the lock is free again."""
+    engine = create_engine(mariadb_url)
+    try:
+        async with engine.connect() as holder:
+            assert (await holder.execute(text("SELECT GET_LOCK('drive_schema', 0)"))).scalar() == 1
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("drive.adapters.sql_schema.chains.SCHEMA_LOCK_WAIT_SECONDS", 1)
+                patch.setattr("drive.adapters.sql_engine._OPEN_ATTEMPTS", 1)
+                with pytest.raises(StorageUnavailable, match="another process is changing the schema"):
+                    await SqlMetadataRepository(mariadb_url).open()
+            assert "drive_alembic_metadata" not in await _tables(mariadb_url)  # waited, changed nothing
+            await holder.execute(text("SELECT RELEASE_LOCK('drive_schema')"))
+        metadata = SqlMetadataRepository(mariadb_url)
+        await metadata.open()
+        await metadata.close()
+        async with engine.connect() as conn:
+            # Released after the upgrade: anyone can take it at once.
+            assert (await conn.execute(text("SELECT IS_FREE_LOCK('drive_schema')"))).scalar() == 1
+    finally:
+        await engine.dispose()

@@ -1,7 +1,8 @@
-"""The Docker files, checked by reading them (no Docker engine runs where the tests do).
+"""The Docker files, checked by reading them (tests/integration/test_container.py runs them).
 
-Plus one live check: the compose file's FTP server (docker/ftp/server.py) is started as a
-process and the real FTP adapter talks explicit TLS to it, trusting only the CA it publishes.
+Plus live checks of the compose file's own helpers as plain processes: its FTP server
+(docker/ftp/server.py), which the real FTP adapter talks explicit TLS to, trusting only the
+CA it publishes; and its one-shot bucket set-up (docker/bucket-init/make_bucket.py) against moto.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,34 @@ import yaml
 from drive.adapters.ftp import FtpBlobRepository
 from drive.domain.errors import StorageUnavailable
 from drive.settings import FtpSettings
+from tests.integration.servers.s3 import MotoServer, s3_client
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {"app", "postgres", "minio", "bucket-init", "ftp"}
+SERVICES = {"app", "postgres", "seaweedfs", "bucket-init", "ftp", "mariadb"}
+OPTIONAL_SERVICES = {"mariadb": ["mariadb"]}  # service: its profiles (not started by a plain `up`)
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+COMPOSE_OWN_SETTINGS = {"COMPOSE_PROJECT_NAME"}  # read by compose itself, not by the file
+
+
+def dockerfile_args(path: Path) -> dict[str, str]:
+    """Global ``ARG name=default`` lines (before the first FROM), defaults expanded in order."""
+    args: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG "):
+            name, _, default = line[4:].strip().partition("=")
+            args[name] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], default)
+    return args
+
+
+def base_images(path: Path) -> list[str]:
+    """Every stage's base image as built by default (build args at their defaults)."""
+    args = dockerfile_args(path)
+    return [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], instruction(stage, "FROM")[0].split()[0])
+        for stage in dockerfile_stages(path)
+    ]
 
 
 def compose() -> dict[str, Any]:
@@ -88,8 +114,14 @@ def test_dockerfile_is_multi_stage_slim_and_runs_drive_as_a_non_root_user() -> N
     stages = dockerfile_stages(ROOT / "Dockerfile")
     assert len(stages) >= 2
     for stage in stages:
-        (base,) = instruction(stage, "FROM")
-        assert "-slim" in base or "alpine" in base, base
+        assert len(instruction(stage, "FROM")) == 1
+    # By default the official slim image; BASE_IMAGE swaps it (the container test's local stand-in).
+    assert base_images(ROOT / "Dockerfile") == ["python:3.11-slim"] * len(stages)
+    assert base_images(ROOT / "docker" / "ftp" / "Dockerfile") == ["python:3.11-slim"]
+    for path in (ROOT / "Dockerfile", ROOT / "docker" / "ftp" / "Dockerfile"):
+        assert "BASE_IMAGE" in dockerfile_args(path)
+        # The classic builder (no BuildKit) reads only a `# syntax=` it may ignore, nothing newer.
+        assert "RUN --mount" not in path.read_text() and "<<" not in path.read_text()
     build_name = instruction(stages[0], "FROM")[0].split()[-1]
     final = stages[-1]
     copies = instruction(final, "COPY")
@@ -134,21 +166,71 @@ def test_compose_names_every_service_and_starts_the_app_only_once_they_are_healt
     assert set(services) == SERVICES
     assert app_service()["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
-        "minio": {"condition": "service_healthy"},
+        "seaweedfs": {"condition": "service_healthy"},
         "ftp": {"condition": "service_healthy"},
         "bucket-init": {"condition": "service_completed_successfully"},
     }
-    for name in ("postgres", "minio", "ftp"):
+    for name in ("postgres", "seaweedfs", "ftp", "mariadb"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
     init = services["bucket-init"]
-    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert init["depends_on"] == {"seaweedfs": {"condition": "service_healthy"}}
     assert init["restart"] == "no"
-    assert init["command"] == ["mb", "--ignore-existing", "local/${MINIO_BUCKET}"]
-    assert init["environment"]["MC_HOST_local"] == "http://${MINIO_ROOT_USER}:${MINIO_ROOT_PASSWORD}@minio:9000"
-    assert services["minio"]["environment"] == {
-        "MINIO_ROOT_USER": "${MINIO_ROOT_USER}",
-        "MINIO_ROOT_PASSWORD": "${MINIO_ROOT_PASSWORD}",
+    assert init["image"] == app_service()["image"] and init["build"] == app_service()["build"]
+    assert init["entrypoint"] == ["python", "/opt/bucket-init/make_bucket.py"]
+    assert init["volumes"] == ["./docker/bucket-init:/opt/bucket-init:ro"]
+    assert init["environment"] == {
+        "S3_INIT_ENDPOINT": "http://seaweedfs:8333",
+        "S3_INIT_ACCESS_KEY": "${SEAWEEDFS_ACCESS_KEY}",
+        "S3_INIT_SECRET_KEY": "${SEAWEEDFS_SECRET_KEY}",
+        "S3_INIT_BUCKET": "${SEAWEEDFS_BUCKET}",
     }
+    # The S3 gateway's one admin identity comes from the environment, no config file.
+    assert services["seaweedfs"]["environment"] == {
+        "AWS_ACCESS_KEY_ID": "${SEAWEEDFS_ACCESS_KEY}",
+        "AWS_SECRET_ACCESS_KEY": "${SEAWEEDFS_SECRET_KEY}",
+    }
+    assert services["seaweedfs"]["command"][0] == "server" and "-s3" in services["seaweedfs"]["command"]
+    assert "8333" in services["seaweedfs"]["healthcheck"]["test"][-1]
+
+
+def test_compose_images_are_maintained_and_pinned() -> None:
+    services = compose()["services"]
+    images = {name: service["image"] for name, service in services.items()}
+    assert not any("minio" in image for image in images.values()), "MinIO's community edition is archived"
+    assert images["seaweedfs"].startswith("chrislusf/seaweedfs:") and not images["seaweedfs"].endswith(":latest")
+    assert images["postgres"].startswith("postgres:") and images["mariadb"] == "mariadb:11"
+    for name, service in services.items():  # the rest are built from this repository
+        if "build" not in service:
+            assert re.fullmatch(r"[\w./-]+:[\w.-]+", images[name]) and not images[name].endswith(":latest"), name
+
+
+def test_compose_mariadb_runs_only_under_its_profile() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        assert service.get("profiles") == OPTIONAL_SERVICES.get(name), name
+    mariadb = services["mariadb"]
+    assert mariadb["environment"] == {
+        "MARIADB_DATABASE": "${MARIADB_DATABASE}",
+        "MARIADB_USER": "${MARIADB_USER}",
+        "MARIADB_PASSWORD": "${MARIADB_PASSWORD}",
+        "MARIADB_ROOT_PASSWORD": "${MARIADB_ROOT_PASSWORD}",
+    }
+    assert mariadb["healthcheck"]["test"] == ["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"]
+    assert "ports" not in mariadb  # reachable from the app's network only
+    # No default service may need it: a plain `docker compose up` must not depend on a profile.
+    for name, service in services.items():
+        assert "mariadb" not in service.get("depends_on", {}), name
+
+
+def test_compose_file_suits_compose_v2_and_v1_29() -> None:
+    loaded = compose()
+    assert "name" not in loaded, "docker-compose 1.29 rejects a top-level name (use COMPOSE_PROJECT_NAME)"
+    assert "version" not in loaded, "the Compose Specification has no version; v2 warns about it"
+    assert set(loaded) - {"services", "volumes"} <= {key for key in loaded if key.startswith("x-")}
+    assert env_example()["COMPOSE_PROJECT_NAME"] == "drive"
+    for service in loaded["services"].values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), port  # never on every interface
 
 
 def test_compose_keeps_data_in_named_volumes() -> None:
@@ -158,11 +240,14 @@ def test_compose_keeps_data_in_named_volumes() -> None:
         for name, service in compose()["services"].items()
     }
     assert mounts["postgres"]["/var/lib/postgresql/data"] in declared
-    assert mounts["minio"]["/data"] in declared
+    assert mounts["seaweedfs"]["/data"] in declared
+    assert mounts["mariadb"]["/var/lib/mysql"] in declared
     assert mounts["ftp"]["/srv/ftp"] in declared
     assert mounts["app"]["/var/lib/drive"] in declared
+    # The one bind mount: the bucket set-up script, read-only, from this repository.
+    assert mounts["bucket-init"].pop("/opt/bucket-init") == "./docker/bucket-init"
     used = {source for service in mounts.values() for source in service.values()}
-    assert used == declared, "every mount is a named volume, and every volume is used"
+    assert used == declared, "every data mount is a named volume, and every volume is used"
     # The FTP CA certificate reaches the app read-only; the FTP server's key does not.
     assert "ftp-ca:/run/ftp-ca:ro" in app_service()["volumes"]
     assert not any(m.startswith("ftp-tls:") for m in app_service()["volumes"])
@@ -170,9 +255,11 @@ def test_compose_keeps_data_in_named_volumes() -> None:
 
 def test_app_service_runs_the_image_with_the_documented_settings() -> None:
     app = app_service()
-    assert app["build"] == "."  # the Dockerfile at the root: the same image
+    assert app["build"]["context"] == "."  # the Dockerfile at the root: the same image
+    assert app["build"]["args"] == {"BASE_IMAGE": "${BASE_IMAGE:-python:3.11-slim}"}
     assert "command" not in app and "entrypoint" not in app  # the image's own `drive serve`
-    assert app["ports"] == ["127.0.0.1:8000:8000"]
+    assert app["ports"] == ["127.0.0.1:${DRIVE_PORT:-8000}:8000"]
+    assert env_example()["DRIVE_PORT"] == "8000"
     graceful = float(serve_command()[serve_command().index("--graceful-timeout") + 1])
     assert seconds(app["stop_grace_period"]) > graceful, "Docker must not SIGKILL before uploads drain"
 
@@ -190,12 +277,12 @@ def test_env_example_points_drive_at_the_local_services_with_their_own_credentia
     assert example["DATABASE_URL"] == (
         f"postgresql://{example['POSTGRES_USER']}:{example['POSTGRES_PASSWORD']}@postgres:5432/{example['POSTGRES_DB']}"
     )
-    assert example["S3_ENDPOINT"] == "http://minio:9000"
+    assert example["S3_ENDPOINT"] == compose()["services"]["bucket-init"]["environment"]["S3_INIT_ENDPOINT"]
     assert example["S3_FORCE_PATH_STYLE"] == "true"
     assert (example["S3_ACCESS_KEY"], example["S3_SECRET_KEY"], example["S3_BUCKET"]) == (
-        example["MINIO_ROOT_USER"],
-        example["MINIO_ROOT_PASSWORD"],
-        example["MINIO_BUCKET"],
+        example["SEAWEEDFS_ACCESS_KEY"],
+        example["SEAWEEDFS_SECRET_KEY"],
+        example["SEAWEEDFS_BUCKET"],
     )
     assert example["FTP_HOST"] == "ftp" and "ftp" in ftp["FTP_TLS_NAMES"].split(",")  # the certificate's name
     assert example["FTP_PORT"] == ftp["FTP_LISTEN_PORT"]
@@ -208,7 +295,7 @@ def test_env_example_defines_every_variable_compose_reads() -> None:
     referenced = set(_VARIABLE.findall((ROOT / "docker-compose.yml").read_text()))
     example = env_example()
     assert referenced <= set(example), referenced - set(example)
-    assert set(example) <= referenced, "no unused settings in .env.example"
+    assert set(example) - COMPOSE_OWN_SETTINGS <= referenced, "no unused settings in .env.example"
     for key, value in app_service()["environment"].items():
         assert value.startswith("${" + key) or key == "FS_BASE_PATH", f"{key} should come from .env"
 
@@ -235,6 +322,10 @@ def test_no_deploy_file_holds_anything_that_looks_like_a_real_secret() -> None:
         assert not re.search(r"\b[A-Za-z0-9+/]{40}\b", text), path  # AWS-style secret keys
     for key, value in env_example().items():
         if re.search(r"TOKEN|PASSWORD|SECRET|ACCESS_KEY|ROOT_USER", key):
+            assert "dev" in value, f"{key} must be an obviously local value"
+    for line in (ROOT / ".env.example").read_text().splitlines():  # commented examples too
+        key, sep, value = line.lstrip("# ").partition("=")
+        if sep and re.search(r"URL$", key) and "@" in value:
             assert "dev" in value, f"{key} must be an obviously local value"
 
 
@@ -318,3 +409,45 @@ async def test_compose_ftp_server_requires_tls_and_is_trusted_through_its_publis
         with pytest.raises(StorageUnavailable):  # plain FTP, or a CA the client does not know
             await refused.open()
         await refused.close()
+
+
+# --- the compose bucket set-up, live against moto
+
+
+def test_bucket_init_makes_the_bucket_and_a_rerun_is_harmless() -> None:
+    script = str(ROOT / "docker" / "bucket-init" / "make_bucket.py")
+    bucket = f"bucket-init-{uuid.uuid4().hex[:12]}"
+    server = MotoServer()
+    server.start()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "S3_INIT_ENDPOINT": server.url,
+        "S3_INIT_ACCESS_KEY": "drive-dev-s3",
+        "S3_INIT_SECRET_KEY": "drive-dev-s3-secret",
+        "S3_INIT_BUCKET": bucket,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, script], env={**env, **extra}, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    try:
+        first, again = run(), run()
+        assert (first.returncode, first.stdout.strip()) == (0, f"bucket-init: created bucket {bucket}"), first
+        assert (again.returncode, again.stdout.strip()) == (0, f"bucket-init: bucket {bucket} already exists"), again
+        assert bucket in [b["Name"] for b in s3_client(server).list_buckets()["Buckets"]]
+        refused = run(S3_INIT_BUCKET="ab")  # too short: 400 InvalidBucketName  # any other answer fails the service
+        assert refused.returncode == 1 and "cannot create bucket ab: InvalidBucketName" in refused.stderr, refused
+    finally:
+        server.stop()
+    started = time.monotonic()
+    gone = run(S3_INIT_WAIT="2")  # nothing listens any more: retried, then given up
+    assert gone.returncode == 1 and "does not answer" in gone.stderr, gone
+    assert 2 <= time.monotonic() - started < 30
+    empty = run(S3_INIT_BUCKET="")
+    del env["S3_INIT_BUCKET"]
+    for unset in (empty, run()):
+        assert unset.returncode == 2 and "S3_INIT_BUCKET must be set" in unset.stderr, unset

@@ -1,4 +1,4 @@
-"""Database BlobRepository on async SQLAlchemy: the same code for SQLite and PostgreSQL.
+"""Database BlobRepository on async SQLAlchemy: the same code for SQLite, PostgreSQL and MariaDB/MySQL.
 
 Tables (separate from the metadata tables, so both may share one database or not):
 
@@ -11,13 +11,19 @@ Tables (separate from the metadata tables, so both may share one database or not
 A write stages the object row, commits each chunk in its own short transaction (no
 transaction or SQLite write lock is held while waiting on the client), then flips
 ``published``. A chunk is only inserted while its staged object row exists (locked
-``FOR SHARE`` on PostgreSQL), so a concurrent ``delete`` can never leave orphan chunks.
+``FOR SHARE`` on PostgreSQL, ``LOCK IN SHARE MODE`` on MariaDB/MySQL), so a concurrent
+``delete`` can never leave orphan chunks.
+
+On MariaDB/MySQL one statement must fit the server's ``max_allowed_packet``: a chunk row
+goes over the wire escaped (up to twice its size), so ``open`` lowers the chunk size of new
+writes to fit, or refuses to start if even a small one would not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 
@@ -38,13 +44,15 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     true,
     update,
 )
+from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from drive.adapters.sql_engine import SqlDatabase
+from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, SqlDatabase
 from drive.adapters.sql_schema import BLOBS, upgrade
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key
@@ -57,6 +65,31 @@ _LIST_PAGE = 1000
 # Cleanup after a failed write is best effort (recovery removes leftovers), so it may
 # not hold up the caller for long, even while shielded from cancellation.
 _CLEANUP_TIMEOUT = 15.0
+# MariaDB/MySQL: room for the statement around an escaped chunk, the smallest chunk worth
+# running with, and the driver's own packet limit (asyncmy's default).
+_PACKET_OVERHEAD = 64 * 1024
+MIN_MYSQL_CHUNK_SIZE = 64 * 1024
+_CLIENT_MAX_PACKET = 16 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def fitting_chunk_size(chunk_size: int, max_allowed_packet: int) -> int:
+    """The largest chunk size up to ``chunk_size`` whose insert fits in ``max_allowed_packet``.
+
+    Raises ``StorageUnavailable`` when not even ``MIN_MYSQL_CHUNK_SIZE`` fits.
+    """
+    room = (min(max_allowed_packet, _CLIENT_MAX_PACKET) - _PACKET_OVERHEAD) // 2  # escaping may double bytes
+    if chunk_size <= room:
+        return chunk_size
+    fitted = 1 << (room.bit_length() - 1) if room > 0 else 0  # a power of two, as the default
+    if fitted < MIN_MYSQL_CHUNK_SIZE:
+        raise StorageUnavailable(
+            f"the server's max_allowed_packet ({max_allowed_packet} bytes) is too small for the db backend; "
+            f"set it to at least {2 * MIN_MYSQL_CHUNK_SIZE + _PACKET_OVERHEAD} (16M recommended)"
+        )
+    return fitted
+
 
 # The tables as the queries see them; sql_schema's revisions create and change them.
 blob_schema = MetaData()
@@ -69,6 +102,7 @@ blob_objects = Table(
     Column("chunk_size", Integer, nullable=False),  # per object, so the setting may change later
     Column("published", Boolean, nullable=False),
     Column("created_at", BigInteger, nullable=False),  # unix seconds, UTC
+    **MYSQL_TABLE_OPTIONS,
 )
 
 blob_chunks = Table(
@@ -76,8 +110,10 @@ blob_chunks = Table(
     blob_schema,
     Column("storage_key", String(32), nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("data", LargeBinary, nullable=False),  # BYTEA on PostgreSQL, BLOB on SQLite
+    # BYTEA on PostgreSQL, BLOB on SQLite; LONGBLOB on MariaDB/MySQL, whose BLOB holds 64 KiB.
+    Column("data", LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb"), nullable=False),
     PrimaryKeyConstraint("storage_key", "seq"),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 
@@ -107,13 +143,34 @@ class DatabaseBlobRepository:
     async def open(self) -> None:
         # Migrated under a database-wide lock: replicas starting together take turns.
         await self._db.open(functools.partial(upgrade, chain=BLOBS))
+        if self._db.mysql:
+            await self._fit_chunk_size()
+
+    async def _fit_chunk_size(self) -> None:
+        async with self._connect("read its settings") as conn:
+            packet = int((await conn.execute(text("SELECT @@max_allowed_packet"))).scalar_one())
+        try:
+            fitted = fitting_chunk_size(self.chunk_size, packet)
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"{self._db.setting}: {exc.message}") from None
+        if fitted != self.chunk_size:
+            # Safe: each object row records the chunk size it was written with.
+            log.warning(
+                "%s: max_allowed_packet is %d bytes; the db backend writes %d-byte chunks instead of %d",
+                self._db.setting,
+                packet,
+                fitted,
+                self.chunk_size,
+            )
+            self.chunk_size = fitted
 
     async def close(self) -> None:
         await self._db.close()
 
     async def ping(self) -> None:
         async with self._connect("be reached") as conn:
-            await conn.execute(select(1))
+            # Its table, not just the server: a MariaDB connection outlives a dropped database.
+            await conn.execute(select(blob_objects.c.storage_key).limit(1))
 
     # -- write ------------------------------------------------------------------------
 
@@ -164,7 +221,7 @@ class DatabaseBlobRepository:
     async def _put_chunk(self, key: str, seq: int, data: bytes) -> None:
         # One statement: insert only while the staged object row exists. FOR SHARE makes a
         # concurrent delete wait for this insert (or this insert see the delete) on
-        # PostgreSQL; SQLite serialises writers anyway and ignores it.
+        # PostgreSQL and MariaDB/MySQL; SQLite serialises writers anyway and ignores it.
         staged = (
             select(blob_objects.c.storage_key)
             .where(blob_objects.c.storage_key == key, blob_objects.c.published == false())
@@ -265,4 +322,4 @@ class DatabaseBlobRepository:
             after = keys[-1]
 
 
-__all__ = ["DatabaseBlobRepository", "blob_chunks", "blob_objects", "blob_schema"]
+__all__ = ["DatabaseBlobRepository", "blob_chunks", "blob_objects", "blob_schema", "fitting_chunk_size"]

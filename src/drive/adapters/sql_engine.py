@@ -1,4 +1,4 @@
-"""Async SQLAlchemy engines for SQLite and PostgreSQL alike, and the plumbing both SQL adapters share.
+"""Async SQLAlchemy engines for SQLite, PostgreSQL and MariaDB/MySQL, and the plumbing the SQL adapters share.
 
 ``SqlDatabase`` owns one engine for an adapter: opening it (with retries, then the schema
 upgrade), the connections and transactions the queries run in (queued behind one lock per
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import asyncmy.errors
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -29,27 +30,54 @@ _DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
+    # asyncmy: faster than aiomysql here (point selects and insert-commits) and maintained.
+    "mysql": "mysql+asyncmy",
+    "mysql+asyncmy": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+    "mariadb+asyncmy": "mariadb+asyncmy",
 }
+_MYSQL = frozenset({"mysql", "mariadb"})
+
+# Every Drive table on MariaDB/MySQL: InnoDB for transactions; utf8mb4 with a binary
+# collation, so text compares exactly as on the other databases.
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+# MariaDB/MySQL session settings. A lock wait ends in an error (503) well before a
+# client gives up; strict mode refuses what would otherwise be truncated silently; and
+# tables are InnoDB or nothing (no silent fallback to an engine without transactions).
+MYSQL_LOCK_WAIT_SECONDS = 10
+_MYSQL_SQL_MODE = "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
 
 
 def async_url(url: str, setting: str = "DATABASE_URL") -> URL:
-    """``sqlite:///x.db`` / ``postgresql://...`` as written by operators, with an async driver."""
+    """``sqlite:///x.db`` / ``postgresql://...`` / ``mysql://...`` as written by operators, with an async driver."""
     try:
         parsed = make_url(url)
     except Exception:
         raise ConfigurationError(f"{setting} is not a valid database URL") from None
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
-        raise ConfigurationError(f"{setting} must be a sqlite:// or postgresql:// URL")
-    return parsed.set(drivername=driver)
+        raise ConfigurationError(f"{setting} must be a sqlite://, postgresql://, mysql:// or mariadb:// URL")
+    parsed = parsed.set(drivername=driver)
+    if is_mysql(parsed) and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})  # all of Unicode, not MySQL's 3-byte utf8
+    return parsed
 
 
 def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
+def is_mysql(url: URL) -> bool:
+    """MariaDB or MySQL (SQLAlchemy names the dialect after the server it finds)."""
+    return url.get_backend_name() in _MYSQL
+
+
 def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
-    """An engine tuned for the service: WAL + full sync + busy timeout on SQLite."""
+    """An engine tuned for the service: WAL + full sync + busy timeout on SQLite, timeouts on servers."""
     parsed = async_url(url, setting)
     options: dict[str, Any] = {}
     if is_sqlite(parsed):
@@ -66,7 +94,19 @@ def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
         options["pool_size"] = 10
         options["max_overflow"] = 10
         options["pool_timeout"] = 10
-        options["connect_args"] = {"timeout": 10, "command_timeout": 30}
+        if is_mysql(parsed):
+            # The server drops idle connections after wait_timeout; recycle well before.
+            options["pool_recycle"] = 3600
+            options["connect_args"] = {
+                "connect_timeout": 10,
+                "read_timeout": 30,  # like asyncpg's command_timeout: no query hangs forever
+                "init_command": (
+                    f"SET SESSION innodb_lock_wait_timeout = {MYSQL_LOCK_WAIT_SECONDS}, "
+                    f"SESSION sql_mode = '{_MYSQL_SQL_MODE}'"
+                ),
+            }
+        else:
+            options["connect_args"] = {"timeout": 10, "command_timeout": 30}
     engine = create_async_engine(parsed, **options)
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -90,7 +130,22 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
+    asyncmy.errors.MySQLError,
 )
+
+# Errors that mean "this transaction lost a deadlock" (InnoDB 1213, PostgreSQL 40P01 and
+# 40001): it was rolled back whole, so running it again is safe.
+_DEADLOCK_CODES = frozenset({1213, "40P01", "40001"})
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` (raw or wrapped by SQLAlchemy) reports a lost deadlock."""
+    original = getattr(exc, "orig", exc)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if code is None and getattr(original, "args", None):
+        code = original.args[0]
+    return code in _DEADLOCK_CODES
+
 
 _OPEN_ATTEMPTS = 5
 
@@ -99,6 +154,10 @@ log = logging.getLogger(__name__)
 
 class NewerSchema(StorageUnavailable):
     """The store was migrated by a newer release; retrying will not help."""
+
+
+class Deadlock(StorageUnavailable):
+    """The transaction was chosen as a deadlock victim and rolled back; it may be run again."""
 
 
 class SqlDatabase:
@@ -114,7 +173,9 @@ class SqlDatabase:
         self.label = label
         self._url = url
         # Validate now (ConfigurationError naming the setting); connect only in open().
-        self.sqlite = is_sqlite(async_url(url, setting))
+        parsed = async_url(url, setting)
+        self.sqlite = is_sqlite(parsed)
+        self.mysql = is_mysql(parsed)
         self._engine: AsyncEngine | None = None
         # SQLite has one writer at a time; queueing writers here beats busy-waiting on its lock.
         self._write_lock = asyncio.Lock() if self.sqlite else None
@@ -181,6 +242,8 @@ class SqlDatabase:
             except IntegrityError:
                 raise
             except BACKEND_ERRORS as exc:
+                if is_deadlock(exc):
+                    raise Deadlock(f"{self.label} cannot {action} (deadlock)") from None
                 raise self._unavailable(action, exc) from None
 
     def _locked_for_write(self) -> contextlib.AbstractAsyncContextManager[object]:

@@ -1,4 +1,4 @@
-"""MetadataRepository on async SQLAlchemy: the same code for SQLite and PostgreSQL.
+"""MetadataRepository on async SQLAlchemy: the same code for SQLite, PostgreSQL and MariaDB/MySQL.
 
 Tables: ``drive_blobs`` (committed records, id primary key in byte order) and
 ``drive_pending`` (intents of the commit protocol, keyed by storage key). A commit
@@ -12,6 +12,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,20 +23,25 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     and_,
     delete,
     func,
     insert,
     select,
     text,
+    type_coerce,
     union,
     update,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.mysql import VARBINARY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.sql_engine import SqlDatabase
+from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase, async_url
+from drive.adapters.sql_point_reads import point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
@@ -43,8 +49,27 @@ from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 # The tables as the queries see them; sql_schema's revisions create and change them.
 schema = MetaData()
 
-# PostgreSQL's "C" collation orders text by bytes, as SQLite's default BINARY does.
-_IdText = Text().with_variant(Text(collation="C"), "postgresql")
+
+class Utf8Bytes(TypeDecorator[str]):
+    """A str kept as its UTF-8 bytes: MariaDB/MySQL then compare and order ids byte by byte.
+
+    A binary column, not utf8mb4 text: no collation folds case or accents, and 1024 bytes
+    index within InnoDB's 3072-byte key limit (utf8mb4 VARCHAR(1024) would need 4096).
+    """
+
+    impl = VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else value.encode("utf-8")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else bytes(value).decode("utf-8")
+
+
+# Ids compare in byte order everywhere: PostgreSQL's "C" collation and SQLite's default
+# BINARY do it for text; MariaDB/MySQL get the UTF-8 bytes themselves.
+_IdText = Text().with_variant(Text(collation="C"), "postgresql").with_variant(Utf8Bytes(1024), "mysql", "mariadb")
 
 # 32 bytes per chunk: past MariaDB's 64 KiB BLOB for blobs over 2 GiB, hence LONGBLOB there.
 _Digests = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -61,6 +86,7 @@ blobs = Table(
     # Chunk digests (revision 0002); NULL for blobs stored before them.
     Column("chunk_size", Integer, nullable=True),
     Column("chunk_digests", _Digests, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 pending = Table(
@@ -71,10 +97,14 @@ pending = Table(
     Column("blob_id", _IdText, nullable=False),
     Column("kind", String(8), nullable=False),
     Column("lease_until", BigInteger, nullable=False, index=True),  # unix milliseconds
+    **MYSQL_TABLE_OPTIONS,
 )
 
 # Kept for the releases before Alembic, which refuse to start on a version above theirs (1).
-schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False))
+schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False), **MYSQL_TABLE_OPTIONS)
+
+
+_DEADLOCK_ATTEMPTS = 3
 
 
 def _seconds(moment: datetime) -> int:
@@ -102,6 +132,8 @@ def _record(row: object) -> BlobRecord:
 class SqlMetadataRepository:
     def __init__(self, url: str, *, setting: str = "DATABASE_URL") -> None:
         self._db = SqlDatabase(url, setting, label="metadata store")
+        # GET's lookup by id, on the driver directly (sql_point_reads.py); None: the engine.
+        self._point_reads = point_reads_for(async_url(url, setting))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -131,13 +163,19 @@ class SqlMetadataRepository:
         await self._db.open(functools.partial(upgrade, chain=METADATA))
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            if self._point_reads is not None:
+                await self._point_reads.close()
+        finally:
+            await self._db.close()
 
     async def ping(self) -> None:
         async with self._read() as conn:
             await conn.execute(select(1))
 
     async def get(self, blob_id: str) -> BlobRecord | None:
+        if self._point_reads is not None:
+            return await self._point_reads.get(blob_id)
         async with self._read() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
         return None if row is None else _record(row)
@@ -162,6 +200,17 @@ class SqlMetadataRepository:
         return bool(result.rowcount)
 
     async def commit(self, record: BlobRecord) -> CommitOutcome:
+        # InnoDB may pick this transaction as a deadlock victim when others commit the same
+        # id at once; it was rolled back whole, so it is simply run again.
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                return await self._commit_once(record)
+            except Deadlock:
+                if attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _commit_once(self, record: BlobRecord) -> CommitOutcome:
         try:
             async with self._write() as conn:
                 gone = await conn.execute(delete(pending).where(pending.c.storage_key == record.storage_key))
@@ -255,7 +304,10 @@ class SqlMetadataRepository:
         query = select(blobs).order_by(blobs.c.id).limit(limit)
         if prefix:
             # Range start uses the index; the exact prefix test is case- and wildcard-safe.
-            query = query.where(blobs.c.id >= prefix, func.substr(blobs.c.id, 1, len(prefix)) == prefix)
+            # SUBSTR counts bytes on MariaDB/MySQL's binary ids, characters on text.
+            length = len(prefix.encode("utf-8")) if self._db.mysql else len(prefix)
+            head = type_coerce(func.substr(blobs.c.id, 1, length), blobs.c.id.type)
+            query = query.where(blobs.c.id >= prefix, head == prefix)
         if after is not None:
             query = query.where(blobs.c.id > after)
         async with self._read() as conn:
@@ -297,4 +349,4 @@ class SqlMetadataRepository:
         return known
 
 
-__all__ = ["SqlMetadataRepository", "blobs", "pending", "schema"]
+__all__ = ["SqlMetadataRepository", "Utf8Bytes", "blobs", "pending", "schema"]

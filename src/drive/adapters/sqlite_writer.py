@@ -155,7 +155,9 @@ class SqliteWriter:
 
 def _translated(exc: Exception) -> BaseException:
     if isinstance(exc, sqlite3.Error):
-        return StorageUnavailable(f"metadata store failed ({type(exc).__name__})")
+        # SQLite's own codes are safe to name (no paths, no values); "full" tells operators what to free.
+        reason = "disk full" if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL else type(exc).__name__
+        return StorageUnavailable(f"metadata store failed ({reason})")
     return exc
 
 

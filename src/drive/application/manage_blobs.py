@@ -61,7 +61,8 @@ def encode_cursor(last_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return validate_id(last_id)
-    except (binascii.Error, UnicodeDecodeError, InvalidId):
+        # validate=True: characters outside the alphabet are an error, not silently dropped.
+        raw = base64.b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        return validate_id(raw.decode())
+    except (binascii.Error, ValueError, InvalidId):
         raise InvalidRequest("cursor is not one this service issued") from None

@@ -12,6 +12,7 @@ import anyio
 from drive.container import Container
 from drive.domain.errors import ConfigurationError, DriveError
 from drive.entrypoints import cli_blobs, cli_db, cli_ops
+from drive.entrypoints.cli_output import escaped
 from drive.entrypoints.cli_runtime import ExitCode, exit_code_for
 from drive.entrypoints.logs import configure_logging, settings_secrets
 from drive.settings import Settings
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except DriveError as exc:  # expected failures: one line, no traceback
-        print(f"drive: {exc.message}", file=sys.stderr)
+        print(f"drive: {escaped(exc.message)}", file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

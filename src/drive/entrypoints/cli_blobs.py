@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import uuid
@@ -17,7 +16,16 @@ import anyio.to_thread
 
 from drive.domain.errors import PayloadTooLarge
 from drive.domain.ids import validate_id
-from drive.entrypoints.cli_output import human_size, long_line, print_json, record_json, record_lines
+from drive.entrypoints.cli_output import (
+    escaped,
+    human_size,
+    json_text,
+    long_line,
+    print_json,
+    quoted,
+    record_json,
+    record_lines,
+)
 from drive.entrypoints.cli_progress import TransferBar
 from drive.entrypoints.cli_runtime import (
     ExitCode,
@@ -25,7 +33,6 @@ from drive.entrypoints.cli_runtime import (
     about,
     load_settings,
     opened_service,
-    quoted,
     stderr_is_terminal,
 )
 from drive.settings import Settings
@@ -56,7 +63,7 @@ async def _put(args: argparse.Namespace, settings: Settings, handle: IO[bytes]) 
         raise PayloadTooLarge(f"{args.file} is larger than MAX_BLOB_SIZE ({settings.max_blob_size} bytes)")
     name = "standard input" if args.file == "-" else args.file
     async with opened_service(settings) as service:
-        with TransferBar(f"put {args.id}", total, enabled=stderr_is_terminal()) as bar, about(args.id):
+        with TransferBar(f"put {escaped(args.id)}", total, enabled=stderr_is_terminal()) as bar, about(args.id):
             chunks = _read_chunks(anyio.wrap_file(handle), name, bar)
             outcome = await service.store(args.id, chunks, max_size=settings.max_blob_size)
     record = outcome.record
@@ -118,7 +125,7 @@ async def _get(args: argparse.Namespace, settings: Settings, output: Path | None
             record = await service.retrieve.stat(args.id)
             # A bar on the same terminal as the bytes would garble both.
             shown = stderr_is_terminal() and (output is not None or not sys.stdout.isatty())
-            with TransferBar(f"get {args.id}", record.size, enabled=shown) as bar:
+            with TransferBar(f"get {escaped(args.id)}", record.size, enabled=shown) as bar:
                 chunks = service.retrieve.stream(record)
                 if output is None:
                     await _to_stdout(chunks, bar)
@@ -171,10 +178,10 @@ async def _ls(args: argparse.Namespace, settings: Settings) -> int:
             page = await service.list(args.prefix, LIST_PAGE, cursor)
             for record in page.items:
                 if args.json:  # an array written item by item: a huge listing never sits in memory
-                    item = json.dumps(record_json(record), ensure_ascii=False)
+                    item = json_text(record_json(record))
                     sys.stdout.write(f"{',' if count else '['}\n  {item}")
                 else:
-                    print(long_line(record) if args.long else record.id)
+                    print(long_line(record) if args.long else escaped(record.id))
                 count += 1
             if page.next_cursor is None:
                 break

@@ -11,9 +11,9 @@ from drive.application.fsck import CheckReport
 from drive.application.migrate import MigrationReport, MoveOutcome
 from drive.domain.errors import ConfigurationError, DriveError
 from drive.domain.model import BlobRecord
-from drive.entrypoints.cli_output import counted, human_size, pending_json, print_json, record_json
+from drive.entrypoints.cli_output import counted, human_size, pending_json, print_json, quoted, record_json
 from drive.entrypoints.cli_progress import TransferBar
-from drive.entrypoints.cli_runtime import ExitCode, load_settings, opened_service, quoted, stderr_is_terminal
+from drive.entrypoints.cli_runtime import ExitCode, load_settings, opened_service, stderr_is_terminal
 from drive.settings import BACKEND_NAMES, Settings
 
 # -- migrate --------------------------------------------------------------------------

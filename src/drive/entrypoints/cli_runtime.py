@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +21,7 @@ from drive.domain.errors import (
     InvalidRequest,
     StorageUnavailable,
 )
+from drive.entrypoints.cli_output import quoted
 from drive.entrypoints.logs import configure_command_logging
 from drive.settings import Settings
 
@@ -52,10 +52,6 @@ def exit_code_for(exc: DriveError) -> ExitCode:
     if isinstance(exc, StorageUnavailable):
         return ExitCode.UNAVAILABLE
     return ExitCode.FAILED
-
-
-def quoted(blob_id: str) -> str:
-    return json.dumps(blob_id, ensure_ascii=False)
 
 
 @contextlib.contextmanager

@@ -15,9 +15,9 @@ import logging
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -37,21 +37,31 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@")
 _NOT_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _secrets, longest first, so one containing another goes whole
 _secrets_lock = threading.Lock()
+
+
+def _may_hold_credential(text: str) -> bool:
+    """Whether ``_BEARER`` or ``_URL_PASSWORD`` could match: far cheaper than trying them."""
+    return "://" in text or "bearer" in text.lower()
+
+
 _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 def add_secrets(values: Iterable[str | None]) -> None:
     """Remember values that must never appear in a log line (tokens, passwords, keys)."""
+    global _longest_first
     with _secrets_lock:
         _secrets.update(v for v in values if v and len(v) >= MIN_SECRET_LENGTH)
+        _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    text = _BEARER.sub(rf"\1 {REDACTED}", text)
-    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    # Longest first, so a secret that contains another is removed whole.
-    for secret in sorted(_secrets, key=len, reverse=True):
+    if _may_hold_credential(text):
+        text = _BEARER.sub(rf"\1 {REDACTED}", text)
+        text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -69,12 +79,42 @@ def _clean(value: Any) -> Any:
     return redact(repr(value))
 
 
+def _timestamp(created: float) -> str:
+    """``2026-11-26T05:00:00.123Z``; the part up to the second is reused within a second."""
+    global _last_second
+    second = int(created)
+    cached = _last_second
+    if cached[0] != second:
+        cached = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _redact_fields(line: dict[str, Any]) -> None:
+    """Redact ``line``'s values in place.
+
+    Every access line passes here, and almost none holds a secret: one look at all its
+    strings joined decides whether each needs redacting (a match across the joins only
+    costs the field-by-field pass, never a miss).
+    """
+    strings = "\x00".join([value for value in line.values() if type(value) is str])
+    if _may_hold_credential(strings) or any(secret in strings for secret in _longest_first):
+        for key, value in line.items():
+            if type(value) is str:
+                line[key] = redact(value)
+    for key, value in line.items():
+        if not (value is None or isinstance(value, str | bool | int | float)):
+            line[key] = _clean(value)
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id"?, extra fields…, "exc"?}``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -83,13 +123,14 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             line["request_id"] = request_id
         for key, value in vars(record).items():
-            if key not in _NOT_FIELDS and key not in line and not key.startswith("_"):
+            if key not in _NOT_FIELDS and key not in line and key[:1] != "_":
                 line[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             line["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.stack_info:
             line["stack"] = record.stack_info
-        return _encoder.encode(_clean(line)).decode()
+        _redact_fields(line)
+        return _encoder.encode(line).decode()
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):

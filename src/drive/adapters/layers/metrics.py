@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository
@@ -60,6 +61,15 @@ class MeteredBlobRepository:
     def __init__(self, inner: BlobRepository) -> None:
         self.inner = inner
         self.name = inner.name
+        # labels() locks and builds a key per call: children cached per (operation, outcome).
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._bytes = {direction: BACKEND_BYTES.labels(self.name, direction) for direction in ("read", "write")}
+
+    def _duration(self, operation: str, outcome: str) -> Any:
+        child = self._durations.get((operation, outcome))
+        if child is None:
+            child = self._durations[(operation, outcome)] = BACKEND_DURATION.labels(self.name, operation, outcome)
+        return child
 
     def __repr__(self) -> str:
         return f"MeteredBlobRepository({self.inner!r})"
@@ -77,7 +87,7 @@ class MeteredBlobRepository:
                 BACKEND_ERRORS.labels(self.name, operation, _error_kind(exc)).inc()
             raise
         finally:
-            BACKEND_DURATION.labels(self.name, operation, outcome).observe(time.perf_counter() - started)
+            self._duration(operation, outcome).observe(time.perf_counter() - started)
 
     async def open(self) -> None:
         with self._timed("open"):
@@ -96,7 +106,7 @@ class MeteredBlobRepository:
             with self._timed("write", source):
                 return await self.inner.write(key, source)
         finally:
-            BACKEND_BYTES.labels(self.name, "write").inc(source.size)
+            self._bytes["write"].inc(source.size)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         stream = self.inner.read(key, start, end)
@@ -110,7 +120,7 @@ class MeteredBlobRepository:
                 finally:
                     await _aclose(stream)  # at once, even when our consumer stops early
         finally:
-            BACKEND_BYTES.labels(self.name, "read").inc(size)
+            self._bytes["read"].inc(size)
 
     async def delete(self, key: str) -> None:
         with self._timed("delete"):

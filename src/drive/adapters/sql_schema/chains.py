@@ -15,13 +15,19 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from drive.adapters.sql_engine import NewerSchema, is_sqlite
+from drive.adapters.sql_engine import NewerSchema, is_mysql, is_sqlite
+from drive.domain.errors import StorageUnavailable
 
 _HERE = Path(__file__).resolve().parent
 
 # One key for every Drive schema change on a PostgreSQL server: replicas starting together
 # take turns, and whoever comes second finds the schema at head and does nothing.
 _PG_LOCK_KEY = 0x64726976655F5343  # "drive_SC"
+
+# The same on a MariaDB/MySQL server: a named lock, held by the connection that takes it.
+_MYSQL_LOCK_NAME = "drive_schema"
+# Below the driver's 30 s read timeout; open() retries a wait that runs out.
+SCHEMA_LOCK_WAIT_SECONDS = 20
 
 # The revision a database made by the release before Alembic ("schema version 1") is at.
 _V1 = "0001"
@@ -76,7 +82,10 @@ async def upgrade(engine: AsyncEngine, chain: Chain) -> None:
 @contextlib.asynccontextmanager
 async def _locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """One transaction holding the database's schema lock until it commits."""
-    if is_sqlite(engine.url):
+    if is_mysql(engine.url):
+        async with _mysql_locked(engine) as conn:
+            yield conn
+    elif is_sqlite(engine.url):
         async with engine.connect() as conn:
             # The driver opens no transaction before DDL; take SQLite's write lock first, so
             # a second process waits here (busy timeout) and then finds the work done.
@@ -90,6 +99,41 @@ async def _locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield conn
 
 
+@contextlib.asynccontextmanager
+async def _mysql_locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """GET_LOCK around the upgrade: DDL commits at once on MariaDB/MySQL, so no transaction can hold a lock.
+
+    The lock belongs to the connection: released by RELEASE_LOCK, or by the server when the
+    connection drops (a crashed process never leaves it held).
+    """
+    async with engine.connect() as conn:
+        got = (
+            await conn.execute(
+                text("SELECT GET_LOCK(:name, :wait)"), {"name": _MYSQL_LOCK_NAME, "wait": SCHEMA_LOCK_WAIT_SECONDS}
+            )
+        ).scalar()
+        await conn.commit()  # the upgrade's reads start after the lock, on a fresh snapshot
+        if got != 1:
+            raise StorageUnavailable("another process is changing the schema; timed out waiting for it")
+        try:
+            async with conn.begin():
+                yield conn
+        finally:
+            try:
+                await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+                await conn.commit()
+            except Exception:
+                # Cannot tell whether the lock is still held: drop the connection, which frees it.
+                await conn.invalidate()
+                raise
+
+
+def _legacy(connection: Connection, chain: Chain) -> str | None:
+    # No release before Alembic ran on MariaDB/MySQL, and there an interrupted 0001 leaves
+    # tables behind that must not pass for an old release's.
+    return None if is_mysql(connection.engine.url) else chain.legacy(connection)
+
+
 def _heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
     context = MigrationContext.configure(connection, opts={"version_table": chain.version_table})
     return tuple(context.get_current_heads())
@@ -98,14 +142,14 @@ def _heads(connection: Connection, chain: Chain) -> tuple[str, ...]:
 def current_revision(connection: Connection, chain: Chain) -> str | None:
     """The revision the database is at (a pre-Alembic database counts as 0001); None if empty."""
     heads = _heads(connection, chain)
-    return ",".join(heads) if heads else chain.legacy(connection)
+    return ",".join(heads) if heads else _legacy(connection, chain)
 
 
 def _upgrade(connection: Connection, chain: Chain) -> None:
     script = chain.script()
     heads = _heads(connection, chain)
     if not heads:
-        legacy = chain.legacy(connection)
+        legacy = _legacy(connection, chain)
         if legacy is not None:
             context = MigrationContext.configure(connection, opts={"version_table": chain.version_table})
             context.stamp(script, legacy)

@@ -42,7 +42,8 @@ class TokenChecker:
         return found
 
 
-def bearer_guard(connection: AnyConnection, _: BaseRouteHandler) -> None:
+async def bearer_guard(connection: AnyConnection, _: BaseRouteHandler) -> None:
+    # async although it awaits nothing: Litestar runs a sync guard in a worker thread.
     checker: TokenChecker = connection.app.state.tokens
     scope = checker.scope_of(connection.headers.get("authorization"))
     if scope is None:

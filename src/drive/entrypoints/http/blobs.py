@@ -8,19 +8,21 @@ parameter, so ``a/b`` and ``a%2Fb`` name the same blob and nothing is normalised
 from __future__ import annotations
 
 import binascii
+import codecs
 import math
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
 from typing import Annotated, cast
 
 import msgspec
-from litestar import Response, delete, get, head, post, put
+from litestar import Response, delete, get, head, post, put, route
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.spec import OpenAPIType
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from drive.application.manage_blobs import MAX_PAGE
+from drive.application.manage_blobs import MAX_PAGE, decode_cursor
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import InvalidRequest
@@ -30,6 +32,7 @@ from drive.entrypoints.http.bodies import body_stream, check_declared_length, ex
 from drive.entrypoints.http.openapi import (
     BAD_REQUEST,
     CONFLICT,
+    CURSOR_FORMAT,
     FORBIDDEN,
     JSON,
     NOT_FOUND,
@@ -39,6 +42,7 @@ from drive.entrypoints.http.openapi import (
     UNAVAILABLE,
     UNSATISFIABLE,
     BlobOperation,
+    HeadOperation,
     RetrieveOperation,
     StoreJsonOperation,
     StoreRawOperation,
@@ -61,16 +65,20 @@ from drive.entrypoints.http.schemas import (
 from drive.entrypoints.http.types import AnyRequest, AppSettings, Service
 
 _store_request = msgspec.json.Decoder(StoreRequest)
+_UTF8_PIECE = 64 * 1024
 # Room for the id (escaped, up to 6 bytes per byte of UTF-8) and JSON punctuation.
 _JSON_OVERHEAD = 8 * 1024 + 6 * 1024
 # JSON answers up to this many bytes of blob are verified whole before the first byte goes
 # out (a damaged blob is a clean 503) and sent as one body; larger ones are streamed.
 WHOLE_JSON_MAX = 4 * 1024 * 1024
 DEFAULT_PAGE = 100
+# A longer If-None-Match is not a list a client kept of our tags: it matches nothing.
+_MAX_IF_NONE_MATCH = 8192
 # Documented as the integer it is; read as text so that every malformed value gets the contract's 400.
 _LIMIT_SCHEMA = {"type": OpenAPIType.INTEGER, "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}
 # A cursor is an id (at most 1024 bytes) in unpadded URL-safe Base64.
 _CURSOR_MAX = 4 * math.ceil(1024 / 3)
+_CURSOR = re.compile("[A-Za-z0-9_-]*")
 
 # The parameter keeps its name (and so the `route` label of the metrics); it is the percent-encoded id.
 BLOB_PATH = "/v1/blobs/{blob_path:path}"
@@ -90,6 +98,36 @@ _STORE_RESPONSES = {
     413: TOO_LARGE,
     503: UNAVAILABLE,
 }
+
+
+def decode_store_request(body: bytes) -> StoreRequest:
+    """The JSON store's body, or ``InvalidRequest`` for anything that is not a valid one.
+
+    JSON is UTF-8 throughout (RFC 8259), ignored fields included; msgspec checks only the
+    strings it keeps, and raises ``RecursionError`` for deep nesting even in skipped fields.
+    """
+    if not body.isascii():  # Base64 bodies are ASCII: only non-ASCII ids or extras pay for this
+        _check_utf8(body)
+    try:
+        return _store_request.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid body: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise InvalidRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("body is nested too deeply") from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """Piece by piece, so that checking never holds the whole body as text (up to 4 bytes a character)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
+    try:
+        for start in range(0, len(view), _UTF8_PIECE):
+            decoder.decode(view[start : start + _UTF8_PIECE])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not valid UTF-8") from None
 
 
 def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
@@ -113,11 +151,15 @@ def _raw_headers(record: BlobRecord) -> dict[str, str]:
 
 
 def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
-    header = request.headers.get("if-none-match")
-    if header is None:
+    return etag_matches(request.headers.get("if-none-match"), record.etag)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """``If-None-Match``: ``*`` or a list of (weak or strong) tags; anything else matches nothing."""
+    if header is None or len(header) > _MAX_IF_NONE_MATCH:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in tags or record.etag in tags
+    return "*" in tags or etag in tags
 
 
 @post(
@@ -132,12 +174,7 @@ async def store_json(request: AnyRequest, service: Service, settings: AppSetting
     """201 the first time; 200 with the original answer for the same bytes; 409 for other bytes."""
     limit = settings.max_json_blob_size
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
-    try:
-        payload = _store_request.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid body: {exc}") from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("body is not valid JSON") from None
+    payload = decode_store_request(body)
     validate_id(payload.id)
     data = decode_base64(payload.data)
     blob_id = payload.id
@@ -243,7 +280,7 @@ async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 @head(
     BLOB_PATH,
     summary="The raw GET's headers, no body",
-    operation_class=BlobOperation,
+    operation_class=HeadOperation,
     responses={
         304: no_body("`If-None-Match` names the current `ETag`."),
         400: BAD_REQUEST,
@@ -285,24 +322,31 @@ async def remove(request: AnyRequest, service: Service) -> None:
     responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 503: UNAVAILABLE},
 )
 async def list_blobs(
+    request: AnyRequest,
     service: Service,
     prefix: Annotated[str, Parameter(description="only ids starting with these characters")] = "",
     limit: Annotated[str, Parameter(description="page size, 1 to 1000", schema_extra=_LIMIT_SCHEMA)] = "",
     cursor: Annotated[
         str,
         Parameter(
-            description="`next_cursor` of the previous page (opaque); empty or absent for the first page",
-            pattern="^[A-Za-z0-9_-]*$",
-            max_length=_CURSOR_MAX,
+            description=(
+                "`next_cursor` of the previous page (opaque: at most 1368 characters of `A-Z a-z 0-9 _ -`);"
+                " empty or absent for the first page. A cursor the service did not issue is `400 invalid_request`."
+            ),
+            # Checked by ``checked_cursor``; the format says what a pattern cannot: one we issued.
+            schema_extra={"format": CURSOR_FORMAT},
         ),
     ] = "",
 ) -> BlobList:
     """Ids in ascending byte order with their metadata; ``next_cursor`` is null on the last page."""
-    page = await service.list(prefix, _page_size(limit), cursor or None)
+    for name in ("prefix", "limit", "cursor"):
+        if len(request.query_params.getall(name, [])) > 1:
+            raise InvalidRequest(f"{name} may be given at most once")
+    page = await service.list(prefix, page_size(limit), checked_cursor(cursor))
     return BlobList([stored_blob(r) for r in page.items], page.next_cursor)
 
 
-def _page_size(limit: str) -> int:
+def page_size(limit: str) -> int:
     """ASCII digits only (``int`` also takes ``1_0`` and Arabic-Indic digits), and short before converting."""
     if not limit:
         return DEFAULT_PAGE
@@ -311,4 +355,35 @@ def _page_size(limit: str) -> int:
     return int(limit)
 
 
-route_handlers = [store_json, list_blobs, store_raw, retrieve, retrieve_head, remove]
+def checked_cursor(cursor: str) -> str | None:
+    """A cursor this service could have issued, or None for the first page; else ``InvalidRequest``.
+
+    Checked here, bounded and ASCII, before the Base64 decoder (which refuses non-ASCII
+    text with a bare ``ValueError`` and silently drops characters outside its alphabet).
+    """
+    if not cursor:
+        return None
+    if len(cursor) > _CURSOR_MAX or _CURSOR.fullmatch(cursor) is None:
+        raise InvalidRequest("cursor is not one this service issued")
+    decode_cursor(cursor)  # InvalidRequest unless it names a valid id
+    return cursor
+
+
+def _allow(methods: str) -> Callable[[], Awaitable[Response[None]]]:
+    """``OPTIONS``: Litestar's own lists only the methods of the first handler of a path."""
+
+    async def options() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": methods})
+
+    return options
+
+
+list_options = route("/v1/blobs", http_method=["OPTIONS"], include_in_schema=False, name="list-options")(
+    _allow("GET, OPTIONS, POST")
+)
+blob_options = route(BLOB_PATH, http_method=["OPTIONS"], include_in_schema=False, name="blob-options")(
+    _allow("DELETE, GET, HEAD, OPTIONS, PUT")
+)
+
+# The OPTIONS handlers first: Litestar adds its own to a path whose first handler lacks one.
+route_handlers = [list_options, store_json, list_blobs, blob_options, store_raw, retrieve, retrieve_head, remove]

@@ -10,18 +10,26 @@ from collections.abc import AsyncIterator
 from drive.domain.errors import InvalidRequest, PayloadTooLarge
 from drive.entrypoints.http.types import AnyRequest
 
+# Room for every algorithm RFC 9530 registers, several times over; longer is not a digest list.
+_MAX_DIGEST_HEADER = 4096
 _SHA256_DIGEST = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:,|$)", re.IGNORECASE)
 
 
 def check_declared_length(request: AnyRequest, limit: int) -> None:
     """Refuse at once when ``Content-Length`` already says the body is too large."""
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return
-    if not (declared.isascii() and declared.isdigit()):
+    declared_length(request.headers.get("content-length"), limit)
+
+
+def declared_length(header: str | None, limit: int) -> int | None:
+    """``Content-Length`` as a number: ASCII digits only, compared by length before converting."""
+    if header is None:
+        return None
+    if not (header.isascii() and header.isdigit()):
         raise InvalidRequest("Content-Length is not a number")
-    if len(declared) > len(str(limit)) or int(declared) > limit:
+    digits = header.lstrip("0") or "0"  # leading zeros change nothing, but count towards int's digit limit
+    if len(digits) > len(str(limit)) or int(digits) > limit:
         raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes")
+    return int(digits)
 
 
 async def body_stream(request: AnyRequest) -> AsyncIterator[bytes]:
@@ -45,9 +53,15 @@ async def read_body(request: AnyRequest, limit: int) -> bytes:
 
 def expected_sha256(request: AnyRequest) -> str | None:
     """The hex SHA-256 from an RFC 9530 ``Content-Digest`` header, if it carries one."""
-    header = request.headers.get("content-digest")
+    return content_digest_sha256(request.headers.get("content-digest"))
+
+
+def content_digest_sha256(header: str | None) -> str | None:
+    """The ``sha-256`` member of a ``Content-Digest`` value as hex; None if it has none."""
     if header is None:
         return None
+    if len(header) > _MAX_DIGEST_HEADER:
+        raise InvalidRequest("Content-Digest is too long")
     match = _SHA256_DIGEST.search(header)
     if match is None:
         if "sha-256" in header.lower():

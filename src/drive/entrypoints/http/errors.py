@@ -9,7 +9,7 @@ from litestar import Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from drive.domain.errors import ConfigurationError, DriveError
+from drive.domain.errors import ConfigurationError, CorruptBlob, DriveError
 from drive.entrypoints.http.types import AnyRequest
 
 log = logging.getLogger("drive.http")
@@ -43,6 +43,8 @@ _MESSAGES = {
     "storage_unavailable": "storage is unavailable; retry later",
     "internal": "internal error",
 }
+# Stored bytes that fail their checksum, or are missing: refused, never served as good.
+_CORRUPT = "the blob's stored bytes failed verification and were not served; retry later"
 
 
 class ErrorDetail(msgspec.Struct):
@@ -75,10 +77,15 @@ def _drive_error(request: AnyRequest, exc: DriveError) -> Response[bytes]:
         log.error("configuration error: %s", exc.message)
         return error_response(500, "internal", _MESSAGES["internal"])
     status = STATUS_BY_CODE.get(exc.code, 500)
-    if status >= 500:
-        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     headers = getattr(exc, "headers", None)
-    return error_response(status, exc.code, exc.message, headers)
+    if status < 500:
+        return error_response(status, exc.code, exc.message, headers)
+    # Adapters' messages name storage keys, hosts, directories and drivers' errors: they are for
+    # operators. The log line carries the request id (the client has it in X-Request-Id).
+    log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
+    code = exc.code if exc.code in STATUS_BY_CODE else "internal"
+    message = _CORRUPT if isinstance(exc, CorruptBlob) else _MESSAGES.get(code, _MESSAGES["internal"])
+    return error_response(status, code, message, headers)
 
 
 def _http_error(_request: AnyRequest, exc: HTTPException) -> Response[bytes]:

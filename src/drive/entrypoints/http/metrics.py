@@ -17,14 +17,6 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from drive.entrypoints.http.types import AnyRequest
-from drive.telemetry import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
-
-
-def observe_request(method: str, route: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route, str(status)).observe(seconds)
-    HTTP_BYTES_IN.labels(method, route).inc(bytes_in)
-    HTTP_BYTES_OUT.labels(method, route).inc(bytes_out)
 
 
 def _registry() -> CollectorRegistry:

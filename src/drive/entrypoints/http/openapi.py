@@ -40,20 +40,37 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     )
 }
 
+# Custom formats, for readers and for test generators (tests/integration/schemathesis_hooks.py):
+# what a pattern cannot say (an id's limit is in bytes of UTF-8; a cursor must be one we issued).
+ID_FORMAT = "drive-id"
+CURSOR_FORMAT = "drive-cursor"
+# No control characters (U+0000-U+001F, U+007F); the length in bytes is checked by the server.
+ID_PATTERN = "^[^\\u0000-\\u001F\\u007F]+$"
+# Strict, canonical standard Base64: padding required, the padding bits zero.
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+
+
+def id_schema(description: str) -> Schema:
+    return Schema(
+        type=OpenAPIType.STRING,
+        format=ID_FORMAT,  # type: ignore[arg-type]  # OpenAPI allows any format name
+        description=description,
+        min_length=1,
+        max_length=1024,
+        pattern=ID_PATTERN,
+    )
+
+
 _STORE_REQUEST = Schema(
     title="StoreRequest",
     type=OpenAPIType.OBJECT,
     required=["id", "data"],
     properties={
-        "id": Schema(
-            type=OpenAPIType.STRING,
-            description="1 to 1024 bytes of UTF-8, no control characters; kept exactly as sent.",
-            min_length=1,
-            max_length=1024,
-        ),
+        "id": id_schema("1 to 1024 bytes of UTF-8, no control characters; kept exactly as sent."),
         "data": Schema(
             type=OpenAPIType.STRING,
             content_encoding="base64",
+            pattern=BASE64_PATTERN,
             description='Strict standard Base64 (RFC 4648 §4): padding required, no whitespace; `""` is empty.',
         ),
     },
@@ -69,7 +86,7 @@ _ID = Parameter(
     name="blob_path",
     param_in="path",
     required=True,
-    schema=Schema(type=OpenAPIType.STRING),
+    schema=id_schema("1 to 1024 bytes of UTF-8 once percent-decoded, no control characters."),
     description=(
         "The blob's id, percent-encoded; `/` may be sent as is or as `%2F`."
         " Taken from the raw path and decoded once, never normalised (send `.` and `..` as `%2E`)."
@@ -87,8 +104,12 @@ class BlobOperation(Operation):
         ]
 
 
-def _with_request_body(media_type: str, schema: Schema | Reference, description: str) -> RequestBody:
-    return RequestBody(content={media_type: OpenAPIMediaType(schema=schema)}, description=description, required=True)
+def _with_request_body(
+    media_type: str, schema: Schema | Reference, description: str, required: bool = True
+) -> RequestBody:
+    return RequestBody(
+        content={media_type: OpenAPIMediaType(schema=schema)}, description=description, required=required
+    )
 
 
 @dataclass
@@ -101,7 +122,21 @@ class StoreJsonOperation(Operation):
 class StoreRawOperation(BlobOperation):
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.request_body = _with_request_body(OCTET_STREAM, _BINARY, "The blob's bytes, streamed.")
+        # No body is an empty blob, as with `""` in the JSON store.
+        self.request_body = _with_request_body(
+            OCTET_STREAM, _BINARY, "The blob's bytes, streamed; none is an empty blob.", required=False
+        )
+
+
+@dataclass
+class HeadOperation(BlobOperation):
+    """The raw ``GET``'s headers: its ``Content-Type`` is the raw one, and there is no body."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {OCTET_STREAM: OpenAPIMediaType(schema=_BINARY)}
 
 
 @dataclass

@@ -14,6 +14,7 @@ _BEYOND = 10**_MAX_DIGITS
 
 
 def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"  # leading zeros are allowed, and count towards int's digit limit
     return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
