@@ -27,8 +27,13 @@ _Digests = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
 def upgrade() -> None:
-    op.add_column("drive_blobs", sa.Column("chunk_size", sa.Integer(), nullable=True))
-    op.add_column("drive_blobs", sa.Column("chunk_digests", _Digests, nullable=True))
+    # Each column only if missing: MariaDB/MySQL commit DDL at once, so a run cut short
+    # between the two is finished by the next start rather than failing on a duplicate.
+    present = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("drive_blobs")}
+    if "chunk_size" not in present:
+        op.add_column("drive_blobs", sa.Column("chunk_size", sa.Integer(), nullable=True))
+    if "chunk_digests" not in present:
+        op.add_column("drive_blobs", sa.Column("chunk_digests", _Digests, nullable=True))
 
 
 def downgrade() -> None:
