@@ -223,8 +223,11 @@ async def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_orpha
         assert in_flight_at_kill > 0 and interrupted, "the kill must land while uploads are in flight"
         assert not all(u.started for u in uploads)
 
-        # The dead process left intents behind (raw PUTs record theirs before any byte).
-        assert await open_service.metadata.expired(datetime.now(UTC) + timedelta(days=1), 1000)
+        # The dead process left intents behind (raw PUTs record theirs before any byte). In the
+        # storm, its own recovery may already have reclaimed every one whose upload lagged past
+        # the 0.5 s lease (those uploads got 503), so only the steady run can insist on them.
+        left = await open_service.metadata.expired(datetime.now(UTC) + timedelta(days=1), 1000)
+        assert left or storm
 
         # -- restart; recovery runs once the dead process's leases have run out ------
         await anyio.to_thread.run_sync(second.start)
