@@ -1,8 +1,8 @@
-"""Faults real disks and databases have, against real processes: a full volume, a PostgreSQL restart.
+"""Faults real disks and databases have, against real processes: a full volume, a PostgreSQL or MariaDB restart.
 
 Each test runs ``drive serve`` as a process on 127.0.0.1, brings the fault about for real
-(a small tmpfs or loop-mounted ext4 filled up; a PostgreSQL cluster of the test's own
-stopped and started under load) and checks what clients and operators see: the
+(a small tmpfs or loop-mounted ext4 filled up; a PostgreSQL cluster or MariaDB server of
+the test's own stopped and started under load) and checks what clients and operators see: the
 contract's 503 while it lasts (never a 500, never a hang), nothing partial left behind,
 normal service soon after, and every blob acknowledged before or during it intact.
 """
@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.cli_helpers import Drive, cli_env
 from tests.integration.live import AUTH, ServerProcess, base_env
+from tests.integration.servers.mariadb_instance import MariadbInstance, mariadb_binaries
 from tests.integration.servers.pg_cluster import PgCluster
 from tests.integration.steady_load import RAW, REQUEST_BOUND, SteadyLoad, assert_no_errors_logged, fsck_clean
 
@@ -254,3 +255,59 @@ def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tm
         assert_no_errors_logged(server.log)
     finally:
         cluster.cleanup()
+
+
+# -- MariaDB restarted under load -------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["clean", "kill"])
+def test_mariadb_restart_under_load_gives_503_then_service_and_loses_nothing(tmp_path: Path, mode: str) -> None:
+    """A MariaDB server of the test's own (never the shared one on 3306) stopped for 3 s and started, mid-load.
+
+    ``clean`` is a service restart (SIGTERM: connections closed, a clean shutdown);
+    ``kill`` is a crash (SIGKILL: InnoDB recovers from its redo log when it starts).
+
+    As for PostgreSQL: 8 clients PUT and GET for about 16 s, and the bound on a request
+    (REQUEST_BOUND) covers the MariaDB timeouts of sql_engine.py (pool 10 s, connect 10 s,
+    read 30 s).
+    """
+    if mariadb_binaries() is None:
+        message = "MariaDB binaries (mariadb-install-db, mariadbd, mariadb-admin, mariadb) are missing"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install mariadb-server and mariadb-client", pytrace=False)
+        pytest.skip(message)
+    instance = MariadbInstance()
+    try:
+        instance.start()
+        settings = {"DATABASE_URL": instance.url, "UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
+        env = base_env(tmp_path, STORAGE="fs", **settings)
+        drive = Drive(cli_env(tmp_path, **settings), tmp_path)
+        server = ServerProcess(env, tmp_path).start()
+        load = SteadyLoad(server.url, workers=8)
+        moments: dict[str, float] = {}
+
+        def restart() -> None:
+            time.sleep(5)
+            moments["down"] = time.monotonic()
+            instance.stop(crash=mode == "kill")
+            time.sleep(3)
+            instance.start()
+            moments["up"] = time.monotonic()
+
+        try:
+            load.run(16, during=restart)
+            summary = load.summary()
+            load.assert_honest(within=REQUEST_BOUND)
+            down = [o for o in load.unavailable() if moments["down"] <= o.started <= moments["up"]]
+            assert down, f"no 503 while MariaDB was down: {summary}"
+            assert load.recovered_after(moments["up"]) < 10, summary
+            load.assert_all_read_back()
+            fsck_clean(drive, wait=30)
+            assert not files_in(tmp_path / "blobs" / "staging")
+            print(f"mariadb {mode} restart: {summary}, back after {load.recovered_after(moments['up']):.1f} s")
+        finally:
+            server.terminate()
+        assert_no_errors_logged(server.log)
+    finally:
+        instance.cleanup()

@@ -18,9 +18,10 @@ import anyio
 import asyncmy.errors
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 from drive.domain.errors import ConfigurationError, StorageUnavailable
 
@@ -97,6 +98,8 @@ def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
         if is_mysql(parsed):
             # The server drops idle connections after wait_timeout; recycle well before.
             options["pool_recycle"] = 3600
+            # The pool's rollback on return is done by _rollback_on_return (see there).
+            options["pool_reset_on_return"] = None
             options["connect_args"] = {
                 "connect_timeout": 10,
                 "read_timeout": 30,  # like asyncpg's command_timeout: no query hangs forever
@@ -110,7 +113,31 @@ def create_engine(url: str, setting: str = "DATABASE_URL") -> AsyncEngine:
     engine = create_async_engine(parsed, **options)
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if is_mysql(parsed):
+        event.listen(engine.sync_engine, "reset", _rollback_on_return(engine.dialect))
     return engine
+
+
+def _rollback_on_return(dialect: Dialect) -> Callable[[Any, Any, PoolResetState], None]:
+    """The pool's rollback of a connection coming back, where a server gone away is no error.
+
+    When MariaDB stops under load, a transaction's own rollback can fail on the dead
+    connection without SQLAlchemy invalidating it; the pool then rolls back once more and
+    logs that failure at ERROR. A lost connection needs no rollback (the server ended the
+    transaction): it stays pooled until the pre-ping on its next checkout replaces it.
+    Any other failure is raised as before (the pool logs it and discards the connection).
+    """
+
+    def reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        if state.transaction_was_reset or not state.asyncio_safe:
+            return
+        try:
+            dbapi_connection.rollback()
+        except asyncmy.errors.MySQLError as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):  # type: ignore[arg-type]
+                raise
+
+    return reset
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
