@@ -18,6 +18,7 @@ What this proves, per backend (fs, db on SQLite and PostgreSQL, s3 against moto)
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import random
 import time
@@ -84,6 +85,22 @@ async def send(client: httpx.AsyncClient, upload: Upload) -> httpx.Response:
         )
     data = base64.b64encode(upload.data).decode("ascii")
     return await client.post("/v1/blobs", json={"id": upload.blob_id, "data": data})
+
+
+async def stalled_upload(client: httpx.AsyncClient, scope: anyio.CancelScope) -> None:
+    async def half_then_wait() -> AsyncIterator[bytes]:
+        yield b"s" * 65536
+        await anyio.sleep(PHASE_TIMEOUT)
+
+    # The server is killed under it, as intended: the transport error is the expected end.
+    with scope, contextlib.suppress(httpx.TransportError):
+        await client.put("/v1/blobs/crash/stalled", content=half_then_wait(), headers={"Content-Length": "131072"})
+
+
+async def wait_for_an_intent(service: DriveService) -> None:
+    with anyio.fail_after(10):
+        while not await service.metadata.expired(datetime.now(UTC) + timedelta(days=1), 1):
+            await anyio.sleep(0.02)
 
 
 async def committed(service: DriveService) -> list[BlobRecord]:
@@ -205,17 +222,26 @@ async def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_orpha
 
         # -- load, then SIGKILL once a third is acknowledged -------------------------
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-        async with httpx.AsyncClient(base_url=first.url, headers=AUTH, timeout=60, limits=limits) as client:
+        stall = anyio.CancelScope()
+        async with (
+            httpx.AsyncClient(base_url=first.url, headers=AUTH, timeout=60, limits=limits) as client,
+            httpx.AsyncClient(base_url=first.url, headers=AUTH, timeout=60) as stalled_client,
+        ):
             load = Load(client, uploads)
             with anyio.fail_after(PHASE_TIMEOUT):
                 async with anyio.create_task_group() as tasks:
                     for _ in range(CONCURRENCY):
                         tasks.start_soon(load.worker)
+                    # Stores are quick: so that some upload is surely between intent and commit
+                    # when the kill lands, one sends half its body and then waits to be killed.
+                    tasks.start_soon(stalled_upload, stalled_client, stall)
                     await load.enough.wait()
                     load.stopped = True
+                    await wait_for_an_intent(open_service)
                     in_flight_at_kill = load.in_flight
                     first.kill()  # SIGKILL; blocks the loop for a moment, which only helps
                     killed_at = time.time()
+                    stall.cancel()
         acknowledged = [u for u in uploads if u.acknowledged]
         interrupted = [u for u in uploads if u.started and not u.acknowledged]
         assert len(acknowledged) >= KILL_AFTER, [u.error for u in uploads if u.started][:5]
