@@ -1,0 +1,232 @@
+"""Limits on the wire, enforced in uvicorn's HTTP protocol before any route runs.
+
+uvicorn with httptools bounds none of these itself (measured): a request head of any size is
+buffered whole, a client may take forever to send it, and a request the parser refuses gets a
+plain-text ``400``. ``WireLimitedProtocol`` adds, per connection:
+
+- ``MAX_HEADER_BYTES``: the request line plus headers are counted as they arrive and the parser
+  is never fed past the limit, so an oversized head costs no memory; over it, ``431`` and close.
+- ``HEADER_TIMEOUT_SECONDS``: from connecting (or from the first byte of a later request on the
+  connection) to the end of the headers; when it passes, the connection is closed.
+- ``MAX_CONNECTIONS`` (per process): a connection beyond it is answered ``503`` and closed.
+- the contract's JSON error body on the parser's ``400``.
+
+The idle keep-alive limit is uvicorn's own ``timeout_keep_alive`` (set from
+``KEEPALIVE_TIMEOUT_SECONDS`` by ``drive serve``); the body stall limit is in the app
+(``bodies.body_stream``), where abandoning a request also discards what it staged.
+
+Settings are read from the environment in each server process (uvicorn's workers are fresh
+processes that import this class by reference), once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+import httptools
+import msgspec
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
+from drive.settings import Settings
+
+log = logging.getLogger("drive.http")
+
+# After an error answer the client may still be sending (a 64 MiB header, say). Closing a socket
+# with unread input makes the kernel send a reset, which can destroy the answer before the client
+# reads it; so the answer is followed by a FIN and further input is discarded for this long.
+LINGER_SECONDS = 2.0
+
+
+class WireLimits(msgspec.Struct, frozen=True):
+    max_header_bytes: int
+    header_timeout_seconds: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WireLimits:
+        return cls(settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections)
+
+
+@functools.cache
+def process_limits() -> WireLimits:
+    return WireLimits.from_settings(Settings.from_env())
+
+
+def error_bytes(status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """A whole ``Connection: close`` answer with the contract's error body."""
+    body = msgspec.json.encode(ErrorBody(ErrorDetail(code, message)))
+    head = [
+        STATUS_LINE[status],
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        *(name + b": " + value + b"\r\n" for name, value in extra),
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
+
+
+_BUSY_BODY = msgspec.json.encode(ErrorBody(ErrorDetail("storage_unavailable", "server busy; retry")))
+
+
+async def _busy(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """The answer to a connection beyond ``MAX_CONNECTIONS``: ``503``, then the connection closes."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(_BUSY_BODY)),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": _BUSY_BODY, "more_body": False})
+
+
+class WireLimitedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the wire limits above; pass it as ``uvicorn.run(http=...)``."""
+
+    limits: WireLimits | None = None  # None: from the environment (``process_limits``)
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = self.limits or process_limits()
+        # The head being received: open from connecting, or from the end of the previous message
+        # (the next head starts right there), until its headers are complete.
+        self._head_open = True
+        self._head_bytes = 0
+        self._messages_done = 0  # tells whether a message ended inside one feed of the parser
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._over_capacity = False
+
+    # Connection events
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The set holds every open connection of this process, this one included.
+        if len(self.connections) > self._limits.max_connections:
+            self._over_capacity = True
+            log.warning("over MAX_CONNECTIONS (%d): answering 503", self._limits.max_connections)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # an error answer was sent: input is discarded until the connection closes
+        self._unset_keepalive_if_required()
+        view = memoryview(data)
+        while view and not self.transport.is_closing() and not self._lingering:
+            if self._head_open:
+                # Never feed the parser past the limit: httptools buffers a header whole.
+                room = self._limits.max_header_bytes - self._head_bytes
+                piece, view = view[:room], view[room:]
+            else:
+                piece, view = view, view[len(view) :]
+            was_open, done_before = self._head_open, self._messages_done
+            if not self._feed(piece):
+                return
+            if self._head_open:
+                if was_open and self._messages_done == done_before:
+                    self._head_bytes += len(piece)
+                # Otherwise this head began inside the piece, behind a pipelined request: it is
+                # counted from the next piece, so it can exceed the limit by at most one read.
+                if self._head_bytes >= self._limits.max_header_bytes:
+                    self._refuse_head()
+                    return
+
+    def _feed(self, piece: memoryview) -> bool:
+        """Feed the parser as uvicorn does; False when the connection is done with."""
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()  # no WebSocket routes: treated as uvicorn does
+            return False
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+            return False
+        return True
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()  # a later request on the connection: its head gets the full time
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._cancel_header_timer()
+        if self._over_capacity:
+            self.app = _busy
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open = True
+        self._head_bytes = 0
+        self._messages_done += 1
+
+    # Answers written straight to the transport
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the request: the contract's JSON ``400``, not uvicorn's plain text."""
+        self._answer_and_close(error_bytes(400, "invalid_request", "the request is not valid HTTP/1.1"))
+
+    def _refuse_head(self) -> None:
+        log.warning("request head over MAX_HEADER_BYTES (%d): answering 431", self._limits.max_header_bytes)
+        message = f"the request line and headers exceed {self._limits.max_header_bytes} bytes"
+        self._answer_and_close(error_bytes(431, "headers_too_large", message))
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        self._cancel_header_timer()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # an answer is on its way already: nothing can follow it
+            return
+        self.transport.write(answer)
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if not self.transport.is_reading():
+            self.transport.resume_reading()
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close)
+
+    # Timers
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._limits.header_timeout_seconds, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self._head_open and not self.transport.is_closing():
+            self.logger.debug("request headers not complete within HEADER_TIMEOUT_SECONDS: closing")
+            self._close()
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
