@@ -65,21 +65,33 @@ class Answer:
 
 def read_answer(sock: socket.socket, within: float = 10) -> Answer:
     """One HTTP/1.1 answer with a Content-Length body, read within ``within`` seconds."""
+    (answer,) = read_answers(sock, 1, within)
+    return answer
+
+
+def read_answers(sock: socket.socket, count: int, within: float = 10) -> list[Answer]:
+    """``count`` answers in a row (to pipelined requests), each with a Content-Length body."""
     sock.settimeout(within)
     data = b""
-    while b"\r\n\r\n" not in data:
+    answers: list[Answer] = []
+
+    def more() -> bytes:
         chunk = sock.recv(65536)
-        assert chunk, f"connection closed before an answer: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed inside the body"
-        body += chunk
-    return Answer(int(status_line.split()[1]), headers, body[:length])
+        assert chunk, f"connection closed after {len(answers)} answers: {data[:200]!r}"
+        return chunk
+
+    while len(answers) < count:
+        while b"\r\n\r\n" not in data:
+            data += more()
+        head, _, data = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(data) < length:
+            data += more()
+        answers.append(Answer(int(status_line.split()[1]), headers, data[:length]))
+        data = data[length:]
+    return answers
 
 
 def closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -176,6 +188,22 @@ def test_a_second_request_on_a_connection_gets_its_own_limit(server: ServerProce
             assert read_answer(sock).status == 200
         sock.sendall(head_of(MAX_HEADER_BYTES + 100))
         assert read_answer(sock).status == 431
+
+
+def test_a_pipelined_head_is_counted_too(server: ServerProcess) -> None:
+    token = AUTH["Authorization"].encode()
+    body = b"p" * 65536
+    put = (
+        b"PUT /v1/blobs/pipelined HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + token + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    with connect(server) as sock:
+        sock.sendall(head_of(200) + head_of(MAX_HEADER_BYTES - 100) + put + head_of(MAX_HEADER_BYTES + 4096))
+        answers = read_answers(sock, 4)
+        assert [answer.status for answer in answers] == [200, 200, 201, 431]
+        answer = answers[-1]
+        assert answer.error_code() == "headers_too_large"
+        assert closed_by_server(sock, within=SLACK + 2)
 
 
 def test_slowloris_connections_are_closed_after_the_header_timeout(server: ServerProcess) -> None:

@@ -105,7 +105,10 @@ class WireLimitedProtocol(HttpToolsProtocol):
         # (the next head starts right there), until its headers are complete.
         self._head_open = True
         self._head_bytes = 0
+        self._head_seen = 0  # the head's bytes the parser has handed over (target and whole headers)
         self._messages_done = 0  # tells whether a message ended inside one feed of the parser
+        self._head_refused = False
+        self._deferred: bytes | None = None  # an error answer waiting for the answer in flight
         self._header_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
@@ -146,8 +149,13 @@ class WireLimitedProtocol(HttpToolsProtocol):
             if self._head_open:
                 if was_open and self._messages_done == done_before:
                     self._head_bytes += len(piece)
-                # Otherwise this head began inside the piece, behind a pipelined request: it is
-                # counted from the next piece, so it can exceed the limit by at most one read.
+                else:
+                    # The head began inside the piece, behind a pipelined request, so the piece
+                    # was not cut to the limit: count what the parser handed over (short of the
+                    # header still being read, which is counted with the next piece). A head that
+                    # ended inside the piece is checked in on_headers_complete. Either way at
+                    # most one read (256 KiB) is buffered.
+                    self._head_bytes = self._head_seen
                 if self._head_bytes >= self._limits.max_header_bytes:
                     self._refuse_head()
                     return
@@ -160,6 +168,9 @@ class WireLimitedProtocol(HttpToolsProtocol):
             self._unsupported_upgrade_warning()  # no WebSocket routes: treated as uvicorn does
             return False
         except httptools.HttpParserError:
+            if self._head_refused:
+                self._refuse_head()
+                return False
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
             return False
@@ -171,7 +182,20 @@ class WireLimitedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._arm_header_timer()  # a later request on the connection: its head gets the full time
 
+    def on_url(self, url: bytes) -> None:
+        self._head_seen += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_seen += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        # A head that began inside a piece was never bounded by the feeding; its size is known now
+        # (target and headers; the rest of the request line is short). Raising stops the parser.
+        if self._head_seen > self._limits.max_header_bytes:
+            self._head_refused = True
+            raise ValueError("request head over MAX_HEADER_BYTES")
         self._head_open = False
         self._cancel_header_timer()
         if self._over_capacity:
@@ -181,8 +205,18 @@ class WireLimitedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_open = True
-        self._head_bytes = 0
+        self._head_bytes = self._head_seen = 0
         self._messages_done += 1
+
+    def on_response_complete(self) -> None:
+        if self._deferred is None or self.pipeline:  # requests queued before the refused one go first
+            super().on_response_complete()
+            return
+        # The request in flight has its answer; the refused one after it gets its own now.
+        self.server_state.total_requests += 1
+        answer, self._deferred = self._deferred, None
+        if not self.transport.is_closing():
+            self._send_and_linger(answer)
 
     # Answers written straight to the transport
 
@@ -199,11 +233,17 @@ class WireLimitedProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self.transport.is_closing():
             return
+        self._lingering = True  # whatever else the client sends is discarded
         if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # an answer is on its way already: nothing can follow it
+            if self.cycle.more_body:
+                self.transport.close()  # the request in flight is broken too: it sees a disconnect
+            else:
+                self._deferred = answer  # a pipelined request: after the answer to the one before
             return
+        self._send_and_linger(answer)
+
+    def _send_and_linger(self, answer: bytes) -> None:
         self.transport.write(answer)
-        self._lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
         if not self.transport.is_reading():
