@@ -294,6 +294,17 @@ def test_a_stalled_body_is_abandoned_and_nothing_is_kept(server: ServerProcess) 
     assert [path for path in staging.rglob("*") if path.is_file()] == []
 
 
+def test_a_body_nobody_reads_any_more_cannot_hold_the_connection(server: ServerProcess) -> None:
+    with connect(server) as sock:  # no token: answered at once, the body left unread
+        sock.sendall(b"PUT /v1/blobs/unread HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nxx")
+        assert read_answer(sock).status == 401
+        time.sleep(KEEPALIVE_TIMEOUT / 2)
+        sock.sendall(b"x")  # one more byte, then nothing
+        started = time.monotonic()
+        assert closed_by_server(sock, within=BODY_TIMEOUT + SLACK)
+        assert time.monotonic() - started >= min(BODY_TIMEOUT, KEEPALIVE_TIMEOUT) * 0.8
+
+
 def test_a_body_that_keeps_coming_is_not_cut(server: ServerProcess) -> None:
     token = AUTH["Authorization"].encode()
     with connect(server) as sock:

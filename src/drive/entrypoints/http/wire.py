@@ -8,12 +8,14 @@ plain-text ``400``. ``WireLimitedProtocol`` adds, per connection:
   is never fed past the limit, so an oversized head costs no memory; over it, ``431`` and close.
 - ``HEADER_TIMEOUT_SECONDS``: from connecting (or from the first byte of a later request on the
   connection) to the end of the headers; when it passes, the connection is closed.
+- ``BODY_TIMEOUT_SECONDS``, for a body nobody reads any more (answered early, a ``401`` say):
+  a connection that stops sending it is closed.
 - ``MAX_CONNECTIONS`` (per process): a connection beyond it is answered ``503`` and closed.
 - the contract's JSON error body on the parser's ``400``.
 
 The idle keep-alive limit is uvicorn's own ``timeout_keep_alive`` (set from
-``KEEPALIVE_TIMEOUT_SECONDS`` by ``drive serve``); the body stall limit is in the app
-(``bodies.body_stream``), where abandoning a request also discards what it staged.
+``KEEPALIVE_TIMEOUT_SECONDS`` by ``drive serve``); the stall limit for a body being read is in
+the app (``bodies.body_stream``), where abandoning a request also discards what it staged.
 
 Settings are read from the environment in each server process (uvicorn's workers are fresh
 processes that import this class by reference), once per process.
@@ -47,11 +49,17 @@ LINGER_SECONDS = 2.0
 class WireLimits(msgspec.Struct, frozen=True):
     max_header_bytes: int
     header_timeout_seconds: float
+    body_timeout_seconds: float
     max_connections: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WireLimits:
-        return cls(settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections)
+        return cls(
+            settings.max_header_bytes,
+            settings.header_timeout_seconds,
+            settings.body_timeout_seconds,
+            settings.max_connections,
+        )
 
 
 @functools.cache
@@ -159,6 +167,13 @@ class WireLimitedProtocol(HttpToolsProtocol):
                 if self._head_bytes >= self._limits.max_header_bytes:
                     self._refuse_head()
                     return
+        if self.cycle is not None and self.cycle.response_complete and not self._head_open:
+            # The answer went out before the body ended (a 401, a 413): the rest is discarded as
+            # it comes, and nothing else would ever close a connection that stops sending it.
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self._limits.body_timeout_seconds, self.timeout_keep_alive_handler
+            )
 
     def _feed(self, piece: memoryview) -> bool:
         """Feed the parser as uvicorn does; False when the connection is done with."""
