@@ -159,6 +159,57 @@ def test_a_64_mib_header_is_refused_at_once_without_memory(server: ServerProcess
     assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
 
+def test_a_64_mib_trailer_is_refused_without_memory(server: ServerProcess) -> None:
+    assert server.process is not None
+    before = rss_kib(server.process.pid)
+    token = AUTH["Authorization"].encode()
+    sock = connect(server)
+
+    def send_forever() -> None:
+        block = b"t" * (1024 * 1024)
+        try:
+            sock.sendall(
+                b"PUT /v1/blobs/trailer HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + token + b"\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: "
+            )
+            for _ in range(64):
+                sock.sendall(block)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send_forever, daemon=True)
+    sender.start()
+    try:
+        sock.settimeout(10)
+        try:
+            answer = sock.recv(65536)  # a 431, or nothing (the request in flight sees a disconnect)
+        except ConnectionResetError:
+            answer = b""
+        sender.join(timeout=20)
+    finally:
+        sock.close()
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert not sender.is_alive()
+    grown = rss_kib(server.process.pid) - before
+    assert grown < 4 * 1024, f"the server grew by {grown} KiB"
+    assert httpx.get(f"{server.url}/v1/blobs/trailer", headers=AUTH, timeout=10).status_code == 404
+
+
+def test_a_chunked_body_with_small_trailers_is_stored_whole(server: ServerProcess) -> None:
+    token = AUTH["Authorization"].encode()
+    data = bytes(range(256)) * 4096  # 1 MiB
+    parts = (data[i : i + 3000] for i in range(0, len(data), 3000))
+    chunks = b"".join(b"%x\r\n" % len(part) + part + b"\r\n" for part in parts)
+    with connect(server) as sock:
+        sock.sendall(
+            b"PUT /v1/blobs/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + token + b"\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: " + b"t" * 8000 + b"\r\n\r\n"
+        )
+        assert read_answer(sock).status == 201
+    stored = httpx.get(f"{server.url}/v1/blobs/chunked", headers={**AUTH, "Accept": "application/octet-stream"})
+    assert stored.content == data
+
+
 @pytest.mark.parametrize(
     ("size", "status"),
     [(15 * 1024, 200), (MAX_HEADER_BYTES, 200), (MAX_HEADER_BYTES + 1, 431), (17 * 1024, 431)],

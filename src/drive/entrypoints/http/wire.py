@@ -112,9 +112,12 @@ class WireLimitedProtocol(HttpToolsProtocol):
         # The head being received: open from connecting, or from the end of the previous message
         # (the next head starts right there), until its headers are complete.
         self._head_open = True
-        self._head_bytes = 0
+        # Chunked bodies end with trailer fields, which httptools buffers like headers: from a
+        # chunk's header until its first body byte this may be them, and is bounded the same way.
+        self._in_trailers = False
+        self._bounded_bytes = 0  # of the head, or of the trailers
         self._head_seen = 0  # the head's bytes the parser has handed over (target and whole headers)
-        self._messages_done = 0  # tells whether a message ended inside one feed of the parser
+        self._sections = 0  # bounded sections begun so far: tells whether one began inside a piece
         self._head_refused = False
         self._deferred: bytes | None = None  # an error answer waiting for the answer in flight
         self._header_timer: asyncio.TimerHandle | None = None
@@ -144,27 +147,28 @@ class WireLimitedProtocol(HttpToolsProtocol):
             return  # an error answer was sent: input is discarded until the connection closes
         self._unset_keepalive_if_required()
         view = memoryview(data)
+        limit = self._limits.max_header_bytes
         while view and not self.transport.is_closing() and not self._lingering:
-            if self._head_open:
+            was_bounded, sections_before = self._head_open or self._in_trailers, self._sections
+            if was_bounded:
                 # Never feed the parser past the limit: httptools buffers a header whole.
-                room = self._limits.max_header_bytes - self._head_bytes
+                room = limit - self._bounded_bytes
                 piece, view = view[:room], view[room:]
             else:
                 piece, view = view, view[len(view) :]
-            was_open, done_before = self._head_open, self._messages_done
             if not self._feed(piece):
                 return
-            if self._head_open:
-                if was_open and self._messages_done == done_before:
-                    self._head_bytes += len(piece)
+            if self._head_open or self._in_trailers:
+                if was_bounded and self._sections == sections_before:
+                    self._bounded_bytes += len(piece)
                 else:
-                    # The head began inside the piece, behind a pipelined request, so the piece
-                    # was not cut to the limit: count what the parser handed over (short of the
-                    # header still being read, which is counted with the next piece). A head that
-                    # ended inside the piece is checked in on_headers_complete. Either way at
-                    # most one read (256 KiB) is buffered.
-                    self._head_bytes = self._head_seen
-                if self._head_bytes >= self._limits.max_header_bytes:
+                    # The section began inside the piece (a head behind a pipelined request, or
+                    # trailers), so the piece was not cut to the limit: count what the parser
+                    # handed over (short of the field still being read, which is counted with
+                    # the next piece). A head that ended inside the piece is checked in
+                    # on_headers_complete. Either way at most one read (256 KiB) is buffered.
+                    self._bounded_bytes = self._head_seen if self._head_open else 0
+                if self._bounded_bytes >= limit:
                     self._refuse_head()
                     return
         if self.cycle is not None and self.cycle.response_complete and not self._head_open:
@@ -217,11 +221,20 @@ class WireLimitedProtocol(HttpToolsProtocol):
             self.app = _busy
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        self._in_trailers = True  # until this chunk's first byte: the last chunk has none
+        self._bounded_bytes = 0
+        self._sections += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._in_trailers = False
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._head_open = True
-        self._head_bytes = self._head_seen = 0
-        self._messages_done += 1
+        self._head_open, self._in_trailers = True, False
+        self._bounded_bytes = self._head_seen = 0
+        self._sections += 1
 
     def on_response_complete(self) -> None:
         if self._deferred is None or self.pipeline:  # requests queued before the refused one go first
@@ -240,8 +253,9 @@ class WireLimitedProtocol(HttpToolsProtocol):
         self._answer_and_close(error_bytes(400, "invalid_request", "the request is not valid HTTP/1.1"))
 
     def _refuse_head(self) -> None:
-        log.warning("request head over MAX_HEADER_BYTES (%d): answering 431", self._limits.max_header_bytes)
-        message = f"the request line and headers exceed {self._limits.max_header_bytes} bytes"
+        log.warning("request head or trailers over MAX_HEADER_BYTES (%d): 431", self._limits.max_header_bytes)
+        what = "the request line and headers" if self._head_open else "the trailer fields"
+        message = f"{what} exceed {self._limits.max_header_bytes} bytes"
         self._answer_and_close(error_bytes(431, "headers_too_large", message))
 
     def _answer_and_close(self, answer: bytes) -> None:
