@@ -356,6 +356,16 @@ def test_a_body_nobody_reads_any_more_cannot_hold_the_connection(server: ServerP
         assert time.monotonic() - started >= min(BODY_TIMEOUT, KEEPALIVE_TIMEOUT) * 0.8
 
 
+def test_a_connection_idle_after_the_rest_of_an_unread_body_is_closed(server: ServerProcess) -> None:
+    with connect(server) as sock:  # no token: answered at once, the body left unread
+        sock.sendall(b"PUT /v1/blobs/unread HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nxx")
+        assert read_answer(sock).status == 401
+        sock.sendall(b"xx")  # the body ends: the connection is idle, between requests
+        started = time.monotonic()
+        assert closed_by_server(sock, within=KEEPALIVE_TIMEOUT + SLACK)
+        assert time.monotonic() - started >= KEEPALIVE_TIMEOUT * 0.8
+
+
 def test_a_body_that_keeps_coming_is_not_cut(server: ServerProcess) -> None:
     token = AUTH["Authorization"].encode()
     with connect(server) as sock:

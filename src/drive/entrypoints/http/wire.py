@@ -112,6 +112,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         # The head being received: open from connecting, or from the end of the previous message
         # (the next head starts right there), until its headers are complete.
         self._head_open = True
+        self._head_started = False  # a byte of the next request has arrived
         # Chunked bodies end with trailer fields, which httptools buffers like headers: from a
         # chunk's header until its first body byte this may be them, and is bounded the same way.
         self._in_trailers = False
@@ -171,13 +172,19 @@ class WireLimitedProtocol(HttpToolsProtocol):
                 if self._bounded_bytes >= limit:
                     self._refuse_head()
                     return
-        if self.cycle is not None and self.cycle.response_complete and not self._head_open:
-            # The answer went out before the body ended (a 401, a 413): the rest is discarded as
-            # it comes, and nothing else would ever close a connection that stops sending it.
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self._limits.body_timeout_seconds, self.timeout_keep_alive_handler
-            )
+        if self.cycle is None or not self.cycle.response_complete or self.pipeline:
+            return
+        # The answer went out before its request ended (a 401, a 413). uvicorn armed its idle timer
+        # when it did, and every byte since cancelled it: arm it again, or nothing would ever close
+        # a connection that stops sending.
+        if not self._head_open:  # the rest of the body: discarded as it comes
+            self._arm_idle_timer(self._limits.body_timeout_seconds)
+        elif not self._head_started:  # the body has ended: idle until the next request
+            self._arm_idle_timer(self.timeout_keep_alive)
+
+    def _arm_idle_timer(self, seconds: float) -> None:
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(seconds, self.timeout_keep_alive_handler)
 
     def _feed(self, piece: memoryview) -> bool:
         """Feed the parser as uvicorn does; False when the connection is done with."""
@@ -199,6 +206,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_started = True
         self._arm_header_timer()  # a later request on the connection: its head gets the full time
 
     def on_url(self, url: bytes) -> None:
@@ -232,7 +240,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._head_open, self._in_trailers = True, False
+        self._head_open, self._in_trailers, self._head_started = True, False, False
         self._bounded_bytes = self._head_seen = 0
         self._sections += 1
 
