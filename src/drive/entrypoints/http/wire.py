@@ -67,17 +67,11 @@ def process_limits() -> WireLimits:
     return WireLimits.from_settings(Settings.from_env())
 
 
-def error_bytes(status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+def error_bytes(status: int, code: str, message: str) -> bytes:
     """A whole ``Connection: close`` answer with the contract's error body."""
     body = msgspec.json.encode(ErrorBody(ErrorDetail(code, message)))
-    head = [
-        STATUS_LINE[status],
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        *(name + b": " + value + b"\r\n" for name, value in extra),
-        b"connection: close\r\n\r\n",
-    ]
-    return b"".join(head) + body
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    return STATUS_LINE[status] + head + body
 
 
 _BUSY_BODY = msgspec.json.encode(ErrorBody(ErrorDetail("storage_unavailable", "server busy; retry")))
