@@ -87,6 +87,12 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
     upload_lease_seconds: PositiveFloat = 60.0
     recovery_interval_seconds: PositiveFloat = 300.0
     log_level: str = "INFO"
+    # Wire limits (entrypoints/http/wire.py): no client holds the server with slow or huge input.
+    max_header_bytes: PositiveInt = 16 * 1024  # request line plus headers
+    header_timeout_seconds: PositiveFloat = 10.0  # from connecting (or a request's first byte) to its last header
+    keepalive_timeout_seconds: PositiveFloat = 5.0  # idle between requests on one connection
+    body_timeout_seconds: PositiveFloat = 30.0  # longest wait for the next byte of a request body
+    max_connections: PositiveInt = 1000  # per server process; beyond it, 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -24,6 +24,10 @@ def test_embedded_default_needs_only_a_token() -> None:
     assert settings.recovery_interval_seconds == 300.0
     assert settings.log_level == "INFO"
     assert settings.tokens == {TOKEN: "read-write"}
+    assert settings.max_header_bytes == 16 * 1024
+    assert (settings.header_timeout_seconds, settings.keepalive_timeout_seconds) == (10.0, 5.0)
+    assert settings.body_timeout_seconds == 30.0
+    assert settings.max_connections == 1000
 
 
 def test_backend_defaults_when_only_the_identifying_setting_is_given() -> None:
@@ -56,8 +60,16 @@ def test_values_are_read_and_converted() -> None:
             "UPLOAD_LEASE_SECONDS": "1.5",
             "LOG_LEVEL": "debug",
             "DATABASE_URL": "",  # empty counts as unset
+            "MAX_HEADER_BYTES": "8192",
+            "HEADER_TIMEOUT_SECONDS": "0.5",
+            "KEEPALIVE_TIMEOUT_SECONDS": "7",
+            "BODY_TIMEOUT_SECONDS": "1.5",
+            "MAX_CONNECTIONS": "4",
         }
     )
+    assert (settings.max_header_bytes, settings.max_connections) == (8192, 4)
+    assert (settings.header_timeout_seconds, settings.keepalive_timeout_seconds) == (0.5, 7.0)
+    assert settings.body_timeout_seconds == 1.5
     assert settings.storage == "ftp"
     assert settings.ftp == FtpSettings(host="ftp.example", port=2121, tls=True, verify=False, timeout=2.5, pool_size=8)
     assert settings.s3 == S3Settings(bucket="b", force_path_style=True, prefix="drive/")
@@ -124,6 +136,13 @@ def test_secrets_are_not_in_repr() -> None:
         ({"MAX_JSON_BLOB_SIZE": "0"}, "MAX_JSON_BLOB_SIZE"),
         ({"UPLOAD_LEASE_SECONDS": "0"}, "UPLOAD_LEASE_SECONDS"),
         ({"RECOVERY_INTERVAL_SECONDS": "nan"}, "RECOVERY_INTERVAL_SECONDS"),
+        ({"MAX_HEADER_BYTES": "0"}, "MAX_HEADER_BYTES"),
+        ({"MAX_HEADER_BYTES": "16k"}, "MAX_HEADER_BYTES"),
+        ({"HEADER_TIMEOUT_SECONDS": "0"}, "HEADER_TIMEOUT_SECONDS"),
+        ({"KEEPALIVE_TIMEOUT_SECONDS": "-5"}, "KEEPALIVE_TIMEOUT_SECONDS"),
+        ({"BODY_TIMEOUT_SECONDS": "never"}, "BODY_TIMEOUT_SECONDS"),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS"),
+        ({"MAX_CONNECTIONS": "1.5"}, "MAX_CONNECTIONS"),
     ],
 )
 def test_bad_settings_name_the_variable_not_the_value(env: dict[str, str], named: str) -> None:

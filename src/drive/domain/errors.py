@@ -45,6 +45,14 @@ class RangeNotSatisfiable(DriveError):
     code = "range_not_satisfiable"
 
 
+class RequestTimeout(DriveError):
+    """The client stopped sending its request body; the request is abandoned, nothing stored."""
+
+    code = "request_timeout"
+    # The rest of the body may still arrive: the connection cannot carry another request.
+    headers = {"Connection": "close"}
+
+
 class StorageUnavailable(DriveError):
     """A backend or the metadata store failed or cannot be reached; retrying is safe."""
 

@@ -21,6 +21,8 @@ from drive.settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from drive.entrypoints.http.wire import WireLimitedProtocol
+
     settings = Settings.from_env()  # fail here, in one line, before any worker starts
     configure_logging(settings.log_level, settings_secrets(settings))  # JSON lines here too, as in every worker
     anyio.run(_preflight)
@@ -33,7 +35,11 @@ def _serve(args: argparse.Namespace) -> int:
         # The stdlib loop: uvloop cuts FTPS data streams short (aioftp) and bypasses the
         # resolver hooks tests rely on; the measured gain was not worth either.
         loop="asyncio",
-        http="httptools",
+        # httptools, with the header size and time limits and the connection cap; it reads them
+        # from the environment in each worker (see entrypoints/http/wire.py).
+        http=WireLimitedProtocol,
+        ws="none",  # no WebSocket routes: an upgrade is just a request
+        timeout_keep_alive=settings.keepalive_timeout_seconds,  # type: ignore[arg-type]
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers propagate to the JSON handler
         access_log=False,  # drive.access logs each request instead

@@ -7,7 +7,9 @@ import binascii
 import re
 from collections.abc import AsyncIterator
 
-from drive.domain.errors import InvalidRequest, PayloadTooLarge
+import anyio
+
+from drive.domain.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from drive.entrypoints.http.types import AnyRequest
 
 # Room for every algorithm RFC 9530 registers, several times over; longer is not a digest list.
@@ -33,8 +35,21 @@ def declared_length(header: str | None, limit: int) -> int | None:
 
 
 async def body_stream(request: AnyRequest) -> AsyncIterator[bytes]:
-    """The raw body as chunks, as the server receives them."""
-    async for chunk in request.stream():
+    """The raw body as chunks, as the server receives them.
+
+    Each wait for the next chunk is bounded by ``BODY_TIMEOUT_SECONDS``: a client that stops
+    sending gets ``RequestTimeout``, which ends the request (the store discards what it staged).
+    """
+    timeout = request.app.state.settings.body_timeout_seconds
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no body byte arrived for {timeout:g} s; the request was abandoned") from None
         if chunk:
             yield chunk
 

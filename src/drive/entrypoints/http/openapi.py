@@ -175,6 +175,10 @@ UNAUTHORIZED = error("`unauthorized`: no, malformed or unknown bearer token (wit
 FORBIDDEN = error("`forbidden`: the token's scope does not allow writing")
 NOT_FOUND = error("`not_found`: no committed blob has that id")
 CONFLICT = error("`conflict`: the id holds different bytes already; the stored blob is untouched")
+TIMED_OUT = error(
+    "`request_timeout`: no byte of the body arrived for `BODY_TIMEOUT_SECONDS`; nothing is stored"
+    " (with `Connection: close`)"
+)
 TOO_LARGE = error("`payload_too_large`: over the configured size limit; nothing is stored")
 UNSATISFIABLE = error("`range_not_satisfiable`: the range starts outside the blob (with `Content-Range: bytes */size`)")
 UNAVAILABLE = error(
