@@ -1,6 +1,6 @@
 """CheckStore: find (and optionally repair) what crashes and outside hands can leave behind.
 
-Four kinds of problem:
+Five kinds of problem:
 
 * interrupted: pending operations whose lease has ended (a store, delete or move whose
   process died). Repair: ``Recover`` removes their bytes and ends them.
@@ -8,6 +8,8 @@ Four kinds of problem:
   Repair: ``Recover`` removes them.
 * missing: a committed record whose bytes are not on its backend.
 * corrupt: a committed record whose bytes no longer match its size and SHA-256.
+* strangers: anything in a backend's own place whose name the service could not have
+  made (``list_strangers``). Never repaired: they are someone else's; an operator looks.
 
 Missing and corrupt blobs can never be served again, so repair *forgets* them: the record
 is removed through ``DeleteBlob`` (which also deletes any corrupt bytes), the id answers
@@ -47,6 +49,7 @@ class CheckReport:
     orphans: list[tuple[str, str]] = field(default_factory=list)  # (backend, storage key)
     missing: list[BlobRecord] = field(default_factory=list)
     corrupt: list[BlobRecord] = field(default_factory=list)
+    strangers: list[tuple[str, str]] = field(default_factory=list)  # (backend, name under its root)
     unreachable_backends: list[str] = field(default_factory=list)
     repaired: bool = False
     interrupted_removed: int = 0
@@ -55,7 +58,8 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        return len(self.interrupted) + len(self.orphans) + len(self.missing) + len(self.corrupt)
+        found = len(self.interrupted) + len(self.orphans) + len(self.missing) + len(self.corrupt)
+        return found + len(self.strangers)
 
     @property
     def unrepaired(self) -> int:
@@ -67,6 +71,7 @@ class CheckReport:
             max(0, len(self.interrupted) - self.interrupted_removed)
             + max(0, len(self.orphans) - self.orphans_removed)
             + sum(1 for r in [*self.missing, *self.corrupt] if r.id not in forgotten)
+            + len(self.strangers)  # never removed
         )
 
     @property
@@ -114,9 +119,10 @@ class CheckStore:
         return report
 
     async def _orphans(self, name: str, report: CheckReport) -> set[str]:
-        """Every key on backend ``name``; those nothing refers to are added to ``report.orphans``."""
+        """Every key on backend ``name``; those nothing refers to go to ``report.orphans``, strangers to theirs."""
         listed: set[str] = set()
         report.orphans += [(name, key) async for key in self._protocol.orphans(name, listed)]
+        report.strangers += [(name, stranger) async for stranger in self._backends.get(name).list_strangers()]
         return listed
 
     async def _check(
