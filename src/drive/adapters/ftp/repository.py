@@ -166,10 +166,13 @@ class FtpBlobRepository:
             yield key
 
     async def list_strangers(self) -> AsyncIterator[str]:
-        listing = await self._listing()
-        for directory, name in sorted(listing):
-            if not _ours(directory, name) and not (directory == "staging" and name.startswith(steps.PROBE)):
-                yield f"{directory}/{name}"
+        strangers = [
+            f"{directory}/{name}"
+            for directory, name in await self._listing()
+            if not _ours(directory, name) and not (directory == "staging" and name.startswith(steps.PROBE))
+        ]
+        for name in sorted(strangers):
+            yield name
 
     async def _listing(self) -> list[tuple[str, str]]:
         """(directory, name) of every entry: directory is ``objects``, ``objects/<shard>`` or ``staging``.
