@@ -170,17 +170,23 @@ class FilesystemBlobRepository:
 
     def _strangers(self) -> list[str]:
         """Everything under objects/ and staging/ that ``_scan`` skips; a directory's name ends in ``/``."""
-        shards = self._shards()
+        found: list[str] = []
         with os.scandir(self._objects) as top:
-            found = [_shown(e, "objects/") for e in top if self._objects / e.name not in shards]
-        for directory in shards:
-            found += _strangers_in(directory, f"objects/{directory.name}/")
+            for entry in top:  # one pass: a shard made meanwhile is never taken for a stranger
+                if _is_shard_dir(entry):
+                    found += _strangers_in(self._objects / entry.name, f"objects/{entry.name}/")
+                else:
+                    found.append(_shown(entry, "objects/"))
         found += _strangers_in(self._staging, "staging/")
         return sorted(found)
 
     def _shards(self) -> list[Path]:
         with os.scandir(self._objects) as entries:
-            return [self._objects / e.name for e in entries if is_shard(e.name) and e.is_dir()]
+            return [self._objects / e.name for e in entries if _is_shard_dir(e)]
+
+
+def _is_shard_dir(entry: os.DirEntry[str]) -> bool:
+    return is_shard(entry.name) and entry.is_dir()
 
 
 def _ours(entry: os.DirEntry[str], directory: str) -> bool:
