@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import delete, insert
 
+from drive.adapters.db import blob_objects
 from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import BlobConflict, BlobNotFound, PayloadTooLarge
+from drive.domain.ports import BlobRepository
 from tests.integration.backends import BackendUnderTest
+from tests.integration.servers.ftp import FtpServer
+from tests.integration.servers.s3 import MotoServer, s3_client
 
 pytestmark = pytest.mark.anyio
 
@@ -98,6 +106,98 @@ async def test_delete_and_store_again(service: DriveService) -> None:
     with pytest.raises(BlobNotFound):
         await service.retrieve.stat("port-del")
     assert (await service.store("port-del", single_chunk(b"two"))).created
+
+
+STRANGE = "Z" * 32  # 32 characters, as a key has, but not one
+
+
+class Strangers:
+    """Things another hand put in a backend's own place, planted straight into its store."""
+
+    def __init__(self, backend: BackendUnderTest, service: DriveService) -> None:
+        self.backend = backend
+        self.service = service
+        self.wrong_shard = "cd" + uuid.uuid4().hex[2:]  # a key, but not in its own shard
+
+    def _root(self) -> Path:
+        if self.backend.param == "fs":
+            return Path(self.backend.env["FS_BASE_PATH"])
+        assert isinstance(self.backend.server, FtpServer)
+        return self.backend.server.root / self.backend.env["FTP_BASE_DIR"].lstrip("/")
+
+    async def plant(self) -> set[str]:
+        """Plant them; return the names ``list_strangers`` must report."""
+        if self.backend.param in ("fs", "ftp", "ftps"):
+            objects = self._root() / "objects"
+            (objects / "ab").mkdir(exist_ok=True)
+            names = ["objects/ab/" + STRANGE, "objects/stray.txt", f"objects/ab/{self.wrong_shard}", "staging/notakey"]
+            for name in names:
+                (self._root() / name).write_bytes(b"not drive's")
+            if self.backend.param != "fs":
+                return set(names)
+            (objects / "zz").mkdir()
+            (objects / "zz" / "inside").write_bytes(b"not drive's")
+            return {*names, "objects/zz/"}
+        if self.backend.param.startswith("s3"):
+            assert isinstance(self.backend.server, MotoServer)
+            client: Any = s3_client(self.backend.server)
+            names = ["ab/" + STRANGE, "notes.txt", f"ab/{self.wrong_shard}"]
+            for name in names:
+                client.put_object(Bucket=self.backend.env["S3_BUCKET"], Key=name, Body=b"not drive's")
+            return set(names)
+        # db: a row the service could not have written (straight through the adapter's connection).
+        async with _innermost(self.service.backends.default)._connect("plant", write=True) as conn:
+            row = {"size": 0, "chunk_size": 1, "published": True, "created_at": 0}
+            await conn.execute(insert(blob_objects).values(storage_key=STRANGE, **row))
+        return {"drive_blob_objects/" + STRANGE}
+
+    async def remove(self) -> None:
+        if self.backend.param in ("fs", "ftp", "ftps"):
+            for name in ["objects/ab/" + STRANGE, "objects/stray.txt", f"objects/ab/{self.wrong_shard}"]:
+                (self._root() / name).unlink()
+            (self._root() / "staging" / "notakey").unlink()
+            if self.backend.param == "fs":
+                (self._root() / "objects" / "zz" / "inside").unlink()
+                (self._root() / "objects" / "zz").rmdir()
+        elif self.backend.param.startswith("s3"):
+            assert isinstance(self.backend.server, MotoServer)
+            client: Any = s3_client(self.backend.server)
+            for name in ["ab/" + STRANGE, "notes.txt", f"ab/{self.wrong_shard}"]:
+                client.delete_object(Bucket=self.backend.env["S3_BUCKET"], Key=name)
+        else:
+            async with _innermost(self.service.backends.default)._connect("unplant", write=True) as conn:
+                await conn.execute(delete(blob_objects).where(blob_objects.c.storage_key == STRANGE))
+
+
+def _innermost(repository: BlobRepository) -> Any:
+    while hasattr(repository, "inner"):
+        repository = repository.inner
+    return repository
+
+
+async def test_strangers_are_reported_and_left_alone(service: DriveService, backend: BackendUnderTest) -> None:
+    data = os.urandom(70_000)
+    record = (await service.store("port-beside-strangers", chunked(data))).record
+    strangers = Strangers(backend, service)
+    expected = await strangers.plant()
+    repository = service.backends.default
+    try:
+        assert {name async for name in repository.list_strangers()} == expected
+        keys = {key async for key in repository.list_keys()}
+        assert record.storage_key in keys and strangers.wrong_shard not in keys and STRANGE not in keys
+
+        recovered = await service.recover()  # what the server runs in the background: no exception
+        assert recovered.orphans_found == [] and recovered.unreachable_backends == []
+        found = await service.check()
+        assert sorted(found.strangers) == sorted((repository.name, name) for name in expected)
+        assert found.orphans == found.missing == found.corrupt == [] and found.unrepaired == len(expected)
+        repaired = await service.check(repair=True)
+        assert repaired.unrepaired == len(expected) and repaired.records_removed == []
+        assert {name async for name in repository.list_strangers()} == expected  # all still there
+        assert await service.retrieve.read_all(await service.retrieve.stat("port-beside-strangers")) == data
+    finally:
+        await strangers.remove()
+    assert [name async for name in repository.list_strangers()] == []
 
 
 async def test_zz_backend_holds_exactly_the_committed_bytes(service: DriveService) -> None:

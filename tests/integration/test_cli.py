@@ -19,8 +19,9 @@ import asyncpg
 import pytest
 
 from tests.integration.cli_helpers import Drive, Result, cli_env, s3_settings, seed, sha256, snapshot
-from tests.integration.live import free_port
+from tests.integration.live import LiveServer, free_port
 from tests.integration.servers import s3 as s3_servers
+from tests.integration.servers.ftp import FtpServer
 from tests.integration.servers.s3 import MotoServer, s3_client, scrub_aws_environment
 
 moto_server = s3_servers.moto_server  # the session fixture, made visible to this module
@@ -385,6 +386,76 @@ def test_fsck_reports_planted_problems_then_repairs_them(tmp_path: Path) -> None
     forgotten.fails(1, "no blob has that id")
     left = {p.name for p in files_under(tmp_path / "blobs")}
     assert left == {records["good"].storage_key, records["also good"].storage_key, live}  # in-flight untouched
+
+
+def test_fsck_reports_strangers_and_never_touches_them(
+    tmp_path: Path, moto_server: MotoServer, ftp_server: FtpServer
+) -> None:
+    bucket = new_bucket(moto_server)
+    base_dir = f"/drive-{uuid.uuid4().hex[:12]}"
+    ftp = {"FTP_HOST": ftp_server.host, "FTP_PORT": str(ftp_server.port), "FTP_USER": ftp_server.user}
+    ftp |= {"FTP_PASSWORD": ftp_server.password, "FTP_TLS": "false", "FTP_BASE_DIR": base_dir}
+    env = cli_env(tmp_path, DRIVE_BACKENDS="fs,s3,ftp", **s3_settings(moto_server, bucket), **ftp)
+    drive = Drive(env, tmp_path)
+    blobs = {"kept": os.urandom(100_000), "also kept": b"small"}
+    seed(env, blobs)
+    objects = tmp_path / "blobs" / "objects"
+    evil = "evil\x1b[2J\u202e.txt"  # a terminal would act on these
+    (objects / "ab").mkdir(exist_ok=True)
+    (objects / "zz").mkdir()
+    planted = [objects / "ab" / ("Z" * 32), objects / "zz" / "notes", objects / "stray.txt", objects / "ab" / evil]
+    planted.append(ftp_server.root / base_dir.lstrip("/") / "objects" / "stray.bin")
+    for path in planted:
+        path.write_bytes(b"not drive's")
+    s3_client(moto_server).put_object(Bucket=bucket, Key="ab/notakey.txt", Body=b"not drive's")
+    orphan = uuid.uuid4().hex  # one problem --repair does fix, beside the strangers
+    (objects / orphan[:2]).mkdir(exist_ok=True)
+    (objects / orphan[:2] / orphan).write_bytes(b"nobody's")
+    strangers = [
+        {"backend": "fs", "name": "objects/ab/" + "Z" * 32},
+        {"backend": "fs", "name": f"objects/ab/{evil}"},
+        {"backend": "fs", "name": "objects/stray.txt"},
+        {"backend": "fs", "name": "objects/zz/"},
+        {"backend": "ftp", "name": "objects/stray.bin"},
+        {"backend": "s3", "name": "ab/notakey.txt"},
+    ]
+
+    found, human = in_parallel(lambda: drive("fsck", "--json"), lambda: drive("fsck"))
+    found.fails(1, "7 problems found", "strangers are left alone")
+    report = found.json()
+    assert sorted(report["strangers"], key=lambda s: (s["backend"], s["name"])) == strangers
+    assert report["orphans"] == [{"backend": "fs", "storage_key": orphan}] and report["blobs_checked"] == 2
+    human.fails(1, "7 problems found")
+    assert '\nstranger on fs: "objects/ab/evil\\u001b[2J\\u202e.txt" (not made by drive; left alone)\n' in human.text
+    assert 'stranger on s3: "ab/notakey.txt"' in human.text and 'stranger on ftp: "objects/stray.bin"' in human.text
+    assert "\x1b" not in human.text and "\u202e" not in human.text
+
+    repaired = drive("fsck", "--repair", "--json")
+    repaired.fails(1, "6 problems found", "strangers are left alone")
+    assert repaired.json()["repairs"]["orphans_removed"] == 1 and repaired.json()["unrepaired"] == 6
+    assert not (objects / orphan[:2] / orphan).exists()
+    assert all(path.read_bytes() == b"not drive's" for path in planted)
+    assert bucket_keys(moto_server, bucket) == ["ab/notakey.txt"]
+
+    # The server's own recovery, at start-up: it sweeps a new orphan and leaves the strangers.
+    (objects / orphan[:2] / orphan).write_bytes(b"nobody's")
+    server = LiveServer({**env, "AUTH_BEARER_TOKEN": "cli-test-token-0123"}).start()
+    try:
+        deadline = time.monotonic() + 30
+        while (objects / orphan[:2] / orphan).exists():
+            assert time.monotonic() < deadline, "recovery did not sweep"
+            time.sleep(0.1)
+        with server.client(headers={"Authorization": "Bearer cli-test-token-0123"}) as client:
+            got = client.get("/v1/blobs/kept", headers={"Accept": "application/octet-stream"})
+            assert got.status_code == 200 and got.content == blobs["kept"]
+    finally:
+        server.stop()
+    assert all(path.read_bytes() == b"not drive's" for path in planted)
+    after = snapshot(env)
+    assert after.hashes == {i: sha256(b) for i, b in blobs.items()}
+    again = drive("fsck", "--json")
+    again.fails(1, "6 problems found")
+    assert again.json()["problems"] == len(again.json()["strangers"]) == 6
 
 
 def test_serve_is_still_there() -> None:

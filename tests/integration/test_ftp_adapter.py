@@ -183,9 +183,15 @@ async def test_list_keys(repo: FtpBlobRepository, server: FtpServer, base_dir: s
     (root / "staging" / ".probe-x").write_bytes(b"")
     (root / "objects" / "zz").mkdir()
     (root / "objects" / published[1][:2] / "not-a-key").write_bytes(b"")
+    misplaced = "00" + new_key()[2:] if not published[1].startswith("00") else "ff" + new_key()[2:]
+    (root / "objects" / published[1][:2] / misplaced).write_bytes(b"a key, in another key's shard")
     keys = [key async for key in repo.list_keys()]
     assert sorted(keys) == sorted([*published, staged_only])
     assert len(keys) == len(set(keys))
+    # Everything else is a stranger, except the probe ``open`` writes and unlinks.
+    shard = f"objects/{published[1][:2]}"
+    strangers = [s async for s in repo.list_strangers()]
+    assert strangers == sorted(["objects/zz", f"{shard}/not-a-key", f"{shard}/{misplaced}"])
 
 
 @pytest.mark.anyio

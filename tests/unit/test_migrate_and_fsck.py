@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import pytest
 
+from drive.adapters.layers.faults import FaultPlan, FaultyBlobRepository
+from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
@@ -79,3 +81,36 @@ async def test_fsck_reports_then_repairs_planted_problems(two: Two) -> None:
     clean = await check()
     assert clean.problems == 0
     assert await service.retrieve.read_all(await service.retrieve.stat("fine")) == b"fine" * 10
+
+
+async def test_fsck_reports_strangers_and_repair_leaves_them(two: Two) -> None:
+    metadata, old, new, backends = two
+    service = container_over(metadata, backends).service()
+    await service.store("fine", single_chunk(b"fine"))
+    old.objects["Z" * 32] = b"not ours"
+    new.staged["notes.txt"] = bytearray(b"not ours")
+    old.objects["f" * 32] = b"orphan"
+
+    recovered = await service.recover()  # a stranger never reaches recovery's delete
+    assert recovered.orphans_removed == 1 and "Z" * 32 in old.objects
+    report = await service.check()
+    assert report.strangers == [("old", "Z" * 32), ("new", "notes.txt")]
+    assert report.problems == report.unrepaired == 2
+    repaired = await service.check(repair=True)
+    assert repaired.unrepaired == 2 and repaired.records_removed == []
+    assert old.objects["Z" * 32] == b"not ours" and new.staged["notes.txt"] == b"not ours"
+    assert await service.retrieve.read_all(await service.retrieve.stat("fine")) == b"fine"
+
+
+async def test_layers_forward_strangers_and_a_failed_listing_is_an_unreachable_backend() -> None:
+    inner = InMemoryBlobRepository("old")
+    inner.objects["stray"] = b"not ours"
+    plan = FaultPlan()
+    faulty = FaultyBlobRepository(inner, plan)
+    metered = MeteredBlobRepository(faulty)
+    assert [name async for name in metered.list_strangers()] == ["stray"]
+    service = container_over(InMemoryMetadataRepository(), Backends({"old": metered}, default="old")).service()
+    plan.fail("list_strangers", nth=None)
+    report = await service.check()
+    assert report.unreachable_backends == ["old"] and report.strangers == []
+    assert plan.calls["list_strangers"] == 2

@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, SqlDatabase
 from drive.adapters.sql_schema import BLOBS, upgrade
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
-from drive.domain.storage_keys import checked_key
+from drive.domain.storage_keys import checked_key, is_storage_key
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # A read fetches at most this many bytes (and _READ_MAX_ROWS rows) per query.
@@ -308,6 +308,20 @@ class DatabaseBlobRepository:
             await conn.execute(delete(blob_chunks).where(blob_chunks.c.storage_key == key))
 
     async def list_keys(self) -> AsyncIterator[str]:
+        async for key in self._object_keys():
+            if is_storage_key(key):
+                yield key
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        """Object rows whose key the service could not have made (only another hand writes those).
+
+        Chunk rows without an object row are not looked for: a delete removes both together.
+        """
+        async for key in self._object_keys():
+            if not is_storage_key(key):
+                yield f"drive_blob_objects/{key}"
+
+    async def _object_keys(self) -> AsyncIterator[str]:
         after: str | None = None
         while True:
             query = select(blob_objects.c.storage_key).order_by(blob_objects.c.storage_key).limit(_LIST_PAGE)

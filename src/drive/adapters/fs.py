@@ -24,6 +24,8 @@ READ_CHUNK = 1024 * 1024
 # of a small local file take about 15 µs, a worker-thread hop about 100 µs of the loop's
 # time in wake-ups and hand-offs (bench/compare.py). Bigger reads go through threads.
 INLINE_READ_LIMIT = 64 * 1024
+# ``open`` proves staging is writable with a file of this prefix, gone a moment later.
+_PROBE = ".probe-"
 
 
 class FilesystemBlobRepository:
@@ -45,7 +47,7 @@ class FilesystemBlobRepository:
             self._objects.mkdir(parents=True, exist_ok=True)
             self._staging.mkdir(parents=True, exist_ok=True)
             # One name per opener: processes starting side by side must not unlink each other's probe.
-            probe = self._staging / f".probe-{os.getpid()}-{id(self):x}"
+            probe = self._staging / f"{_PROBE}{os.getpid()}-{id(self):x}"
             probe.write_bytes(b"")
             probe.unlink()
 
@@ -151,12 +153,60 @@ class FilesystemBlobRepository:
 
     def _scan(self) -> list[str]:
         found: set[str] = set()
-        # Only names the service could have made: a stranger's file is left alone, never a crash.
-        shards = [self._objects / name for name in os.listdir(self._objects) if is_shard(name)]
-        for directory in [*shards, self._staging]:
+        # Only names the service could have made, each where it would have put it: a
+        # stranger's file is left alone (``list_strangers`` reports it), never a crash.
+        for directory in [*self._shards(), self._staging]:
             with os.scandir(directory) as entries:
-                found.update(e.name for e in entries if is_storage_key(e.name) and e.is_file())
+                found.update(e.name for e in entries if _ours(e, directory.name) and e.is_file())
         return sorted(found)
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        try:
+            names = await anyio.to_thread.run_sync(self._strangers)
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot list ({exc.strerror})") from None
+        for name in names:
+            yield name
+
+    def _strangers(self) -> list[str]:
+        """Everything under objects/ and staging/ that ``_scan`` skips; a directory's name ends in ``/``."""
+        found: list[str] = []
+        with os.scandir(self._objects) as top:
+            for entry in top:  # one pass: a shard made meanwhile is never taken for a stranger
+                if _is_shard_dir(entry):
+                    found += _strangers_in(self._objects / entry.name, f"objects/{entry.name}/")
+                else:
+                    found.append(_shown(entry, "objects/"))
+        found += _strangers_in(self._staging, "staging/")
+        return sorted(found)
+
+    def _shards(self) -> list[Path]:
+        with os.scandir(self._objects) as entries:
+            return [self._objects / e.name for e in entries if _is_shard_dir(e)]
+
+
+def _is_shard_dir(entry: os.DirEntry[str]) -> bool:
+    return is_shard(entry.name) and entry.is_dir()
+
+
+def _ours(entry: os.DirEntry[str], directory: str) -> bool:
+    """A name the service would have given an entry of ``directory`` (a shard, or staging)."""
+    return is_storage_key(entry.name) and (directory == "staging" or entry.name[:2] == directory)
+
+
+def _strangers_in(directory: Path, shown_as: str) -> list[str]:
+    # A staged probe is ours too: another process's ``open`` may be between writing and unlinking it.
+    probe = _PROBE if directory.name == "staging" else None
+    with os.scandir(directory) as entries:
+        return [
+            _shown(e, shown_as)
+            for e in entries
+            if not (_ours(e, directory.name) and e.is_file()) and not (probe and e.name.startswith(probe))
+        ]
+
+
+def _shown(entry: os.DirEntry[str], parent: str) -> str:
+    return f"{parent}{entry.name}/" if entry.is_dir(follow_symlinks=False) else f"{parent}{entry.name}"
 
 
 def _create(path: Path, first: bytes) -> IO[bytes]:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+from drive.domain.storage_keys import is_storage_key
 
 
 class InMemoryBlobRepository:
@@ -54,7 +55,13 @@ class InMemoryBlobRepository:
 
     async def list_keys(self) -> AsyncIterator[str]:
         for key in sorted(set(self.objects) | set(self.staged)):
-            yield key
+            if is_storage_key(key):
+                yield key
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        for key in sorted(set(self.objects) | set(self.staged)):
+            if not is_storage_key(key):
+                yield key
 
 
 class InMemoryMetadataRepository:

@@ -1,6 +1,6 @@
 """CheckStore: find (and optionally repair) what crashes and outside hands can leave behind.
 
-Four kinds of problem:
+The kinds of problem:
 
 * interrupted: pending operations whose lease has ended (a store, delete or move whose
   process died). Repair: ``Recover`` removes their bytes and ends them.
@@ -9,6 +9,8 @@ Four kinds of problem:
 * missing: a committed record whose bytes are not on its backend.
 * corrupt: a committed record whose bytes no longer match its size and SHA-256 (for blobs
   with chunk digests, each chunk is checked and the damaged ones are named).
+* strangers: anything in a backend's own place whose name the service could not have
+  made (``list_strangers``). Never repaired: they are someone else's; an operator looks.
 
 Not a problem, but counted: blobs stored before chunk digests existed (their ranges cost a
 whole read). Repair adds the digests, computed from their bytes once those have been
@@ -55,6 +57,7 @@ class CheckReport:
     damaged_chunks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # corrupt id -> chunk indexes
     without_digests: int = 0  # intact blobs stored before chunk digests
     digests_added: int = 0  # of those, given digests by repair
+    strangers: list[tuple[str, str]] = field(default_factory=list)  # (backend, name under its root)
     unreachable_backends: list[str] = field(default_factory=list)
     repaired: bool = False
     interrupted_removed: int = 0
@@ -63,7 +66,8 @@ class CheckReport:
 
     @property
     def problems(self) -> int:
-        return len(self.interrupted) + len(self.orphans) + len(self.missing) + len(self.corrupt)
+        found = len(self.interrupted) + len(self.orphans) + len(self.missing) + len(self.corrupt)
+        return found + len(self.strangers)
 
     @property
     def unrepaired(self) -> int:
@@ -75,6 +79,7 @@ class CheckReport:
             max(0, len(self.interrupted) - self.interrupted_removed)
             + max(0, len(self.orphans) - self.orphans_removed)
             + sum(1 for r in [*self.missing, *self.corrupt] if r.id not in forgotten)
+            + len(self.strangers)  # never removed
         )
 
     @property
@@ -122,9 +127,10 @@ class CheckStore:
         return report
 
     async def _orphans(self, name: str, report: CheckReport) -> set[str]:
-        """Every key on backend ``name``; those nothing refers to are added to ``report.orphans``."""
+        """Every key on backend ``name``; those nothing refers to go to ``report.orphans``, strangers to theirs."""
         listed: set[str] = set()
         report.orphans += [(name, key) async for key in self._protocol.orphans(name, listed)]
+        report.strangers += [(name, stranger) async for stranger in self._backends.get(name).list_strangers()]
         return listed
 
     async def _check(

@@ -54,6 +54,14 @@ class BlobRepository(Protocol):
         """Yield each key that has any bytes stored, staged or published, once."""
         ...
 
+    def list_strangers(self) -> AsyncIterator[str]:
+        """Yield the name of everything under the backend's own root that is not a storage key's bytes.
+
+        Names are relative to that root (``objects/ab/notakey.txt``). Strangers are someone
+        else's: reported by fsck, never touched. Never raises for odd names.
+        """
+        ...
+
 
 @runtime_checkable
 class MetadataRepository(Protocol):

@@ -123,6 +123,8 @@ async def _fsck(args: argparse.Namespace, settings: Settings) -> int:
         print("\n".join(_check_lines(report)))
     if report.unrepaired:
         hint = "" if report.repaired else " (drive fsck --repair fixes them)"
+        if report.strangers:  # never removed by fsck: an operator decides
+            hint = " (strangers are left alone: look at them, then remove them by hand)"
         print(f"drive: {counted(report.unrepaired, 'problem')} found{hint}", file=sys.stderr)
         return ExitCode.FAILED
     if not report.complete:
@@ -142,6 +144,7 @@ def _check_json(report: CheckReport) -> dict[str, object]:
         "corrupt": [record_json(r) for r in report.corrupt],
         "damaged_chunks": {blob_id: list(chunks) for blob_id, chunks in report.damaged_chunks.items()},
         "without_digests": report.without_digests,
+        "strangers": [{"backend": b, "name": n} for b, n in report.strangers],
         "unreachable_backends": report.unreachable_backends,
         "problems": report.problems,
         "repaired": report.repaired,
@@ -174,6 +177,9 @@ def _check_lines(report: CheckReport) -> list[str]:
     lines += [
         f"corrupt bytes of {quoted(r.id)} on {r.backend} (key {r.storage_key}){_chunks(report, r.id)}"
         for r in report.corrupt
+    ]
+    lines += [
+        f"stranger on {backend}: {quoted(name)} (not made by drive; left alone)" for backend, name in report.strangers
     ]
     lines += [f"backend unreachable: {name}" for name in report.unreachable_backends]
     if report.digests_added:
@@ -242,8 +248,9 @@ _MIGRATE_HELP = (
     "loses a blob; run the command again to resume an interrupted migration."
 )
 _FSCK_HELP = (
-    "Report interrupted operations, orphaned bytes, missing bytes and checksum mismatches; "
+    "Report interrupted operations, orphaned bytes, missing bytes, checksum mismatches and strangers; "
     "exit 1 if any is left unrepaired. --repair finishes interrupted operations, removes "
     "orphans, and forgets blobs whose bytes are missing or corrupt (their ids then answer "
-    "not found and can be stored again)."
+    "not found and can be stored again). Strangers (names drive could not have made) are "
+    "reported and never touched: remove them by hand."
 )

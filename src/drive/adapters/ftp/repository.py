@@ -161,15 +161,39 @@ class FtpBlobRepository:
                 await steps.delete_if_present(lease.client, staged)
 
     async def list_keys(self) -> AsyncIterator[str]:
-        found: set[str] = set()
-        # Listing is collected before yielding so no connection is held while the caller works;
-        # each network step is bounded by socket_timeout rather than the whole listing.
+        found = {name for directory, name in await self._listing() if _ours(directory, name)}
+        for key in sorted(found):
+            yield key
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        strangers = [
+            f"{directory}/{name}"
+            for directory, name in await self._listing()
+            if not _ours(directory, name) and not (directory == "staging" and name.startswith(steps.PROBE))
+        ]
+        for name in sorted(strangers):
+            yield name
+
+    async def _listing(self) -> list[tuple[str, str]]:
+        """(directory, name) of every entry: directory is ``objects``, ``objects/<shard>`` or ``staging``.
+
+        A shard directory itself is not listed, only its entries. Collected before the caller
+        sees any, so no connection is held while it works; each network step is bounded by
+        socket_timeout rather than the whole listing.
+        """
+        found: list[tuple[str, str]] = []
         with translated("list files", self._timeout):
             async with self._pool.lease() as lease:
                 top = await self._pool.start(lease, lambda client: steps.names(client, self._objects))
                 client = lease.client
-                shards = [self._objects / name for name in top if is_shard(name)]
-                for directory in [*shards, self._staging]:
-                    found.update(name for name in await steps.names(client, directory) if is_storage_key(name))
-        for key in sorted(found):
-            yield key
+                found += [("objects", name) for name in top if not is_shard(name)]
+                for shard_name in filter(is_shard, top):
+                    names = await steps.names(client, self._objects / shard_name)
+                    found += [(f"objects/{shard_name}", name) for name in names]
+                found += [("staging", name) for name in await steps.names(client, self._staging)]
+        return found
+
+
+def _ours(directory: str, name: str) -> bool:
+    """A name the service would have given an entry of ``directory``: a key, in its shard if sharded."""
+    return is_storage_key(name) and directory in ("staging", f"objects/{name[:2]}")

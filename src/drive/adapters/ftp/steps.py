@@ -17,6 +17,8 @@ from drive.adapters.ftp.errors import LIBRARY_ERRORS, reason, refused_with
 from drive.domain.errors import StorageUnavailable
 
 DataStream = aioftp.DataConnectionThrottleStreamIO
+# ``prepare`` proves staging is writable with a file of this prefix, gone a moment later.
+PROBE = ".probe-"
 
 
 async def open_data(client: aioftp.Client, command: str, offset: int = 0) -> DataStream:
@@ -119,7 +121,7 @@ async def prepare(
                 await client.command(f"CWD {home}", "2xx")
     except (*LIBRARY_ERRORS, TimeoutError) as exc:
         raise StorageUnavailable(f"FTP_BASE_DIR cannot be created or entered ({reason(exc)})") from None
-    probe = staging / f".probe-{secrets.token_hex(8)}"
+    probe = staging / f"{PROBE}{secrets.token_hex(8)}"
     try:
         with anyio.fail_after(within):
             reader, writer = await client.get_passive_connection("I")

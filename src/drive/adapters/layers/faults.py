@@ -131,6 +131,11 @@ class FaultyBlobRepository:
         async for key in self.inner.list_keys():
             yield key
 
+    async def list_strangers(self) -> AsyncIterator[str]:
+        await self.plan.before("list_strangers")
+        async for name in self.inner.list_strangers():
+            yield name
+
 
 class FaultyMetadataRepository:
     def __init__(self, inner: MetadataRepository, plan: FaultPlan) -> None:

@@ -2,7 +2,7 @@
 
 ``MeteredBlobRepository`` wraps an adapter and records, labelled by backend name and
 operation, how long each call took and how it ended; the adapter never knows. Streams
-(``read``, ``list_keys``) are timed to completion, or to the moment the consumer stops.
+(``read``, ``list_keys``, ``list_strangers``) are timed to completion, or to the moment the consumer stops.
 
 Outcomes: ``ok``; ``error`` (the backend failed; also counted in the errors counter by
 kind); ``aborted`` (the caller's side ended the call: the upload body failed or was too
@@ -132,5 +132,14 @@ class MeteredBlobRepository:
             try:
                 async for key in stream:
                     yield key
+            finally:
+                await _aclose(stream)
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        stream = self.inner.list_strangers()
+        with self._timed("list_strangers"):
+            try:
+                async for name in stream:
+                    yield name
             finally:
                 await _aclose(stream)

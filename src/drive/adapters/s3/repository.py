@@ -107,3 +107,12 @@ class S3BlobRepository:
                         yield key
         for key in sorted(staged):
             yield key
+
+    async def list_strangers(self) -> AsyncIterator[str]:
+        # Objects only: an upload in flight is no stored bytes yet, and ours are aborted by recovery.
+        async with aclosing(self._client.pages("list_objects_v2", Prefix=self._prefix)) as pages:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    object_key = item.get("Key", "")
+                    if self._key_of(object_key) is None:
+                        yield object_key[len(self._prefix) :]
