@@ -236,8 +236,8 @@ async def test_sigkill_mid_upload_loses_nothing_acknowledged_and_leaves_no_orpha
                     # when the kill lands, one sends half its body and then waits to be killed.
                     tasks.start_soon(stalled_upload, stalled_client, stall)
                     await load.enough.wait()
+                    await wait_for_an_intent(open_service)  # the load goes on meanwhile
                     load.stopped = True
-                    await wait_for_an_intent(open_service)
                     in_flight_at_kill = load.in_flight
                     first.kill()  # SIGKILL; blocks the loop for a moment, which only helps
                     killed_at = time.time()
