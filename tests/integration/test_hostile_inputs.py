@@ -274,3 +274,18 @@ def test_ftp_failure_answer_names_no_host_or_directory(tmp_path: Path) -> None:
                         assert secret not in answer.text, (secret, answer.text)
         finally:
             server.terminate()
+
+
+@pytest.mark.parametrize(
+    ("target", "methods"),
+    [
+        (b"/v1/blobs/x", {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+        (b"/v1/blobs/a/b", {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+        (b"/v1/blobs", {"GET", "POST", "OPTIONS"}),
+    ],
+)
+def test_options_lists_every_method_of_the_route(server: ServerProcess, target: bytes, methods: set[str]) -> None:
+    """Row 12: the blob route once answered ``Allow: OPTIONS, PUT`` although it also has GET, HEAD, DELETE."""
+    answer = request(server, "OPTIONS", target)
+    assert answer.status in (200, 204), (answer.status, answer.body[:300])
+    assert {m.strip() for m in answer.headers["allow"].split(",")} == methods
