@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -224,37 +224,44 @@ def test_postgres_restart_under_load_gives_503_then_service_and_loses_nothing(tm
     cluster = PgCluster()
     try:
         cluster.start()
-        settings = {"DATABASE_URL": cluster.url, "UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
-        env = base_env(tmp_path, STORAGE="fs", **settings)
-        drive = Drive(cli_env(tmp_path, **settings), tmp_path)
-        server = ServerProcess(env, tmp_path).start()
-        load = SteadyLoad(server.url, workers=8)
-        moments: dict[str, float] = {}
-
-        def restart() -> None:
-            time.sleep(5)
-            moments["down"] = time.monotonic()
-            cluster.stop(mode)
-            time.sleep(3)
-            cluster.start()
-            moments["up"] = time.monotonic()
-
-        try:
-            load.run(16, during=restart)
-            summary = load.summary()
-            load.assert_honest(within=REQUEST_BOUND)
-            down = [o for o in load.unavailable() if moments["down"] <= o.started <= moments["up"]]
-            assert down, f"no 503 while PostgreSQL was down: {summary}"
-            assert load.recovered_after(moments["up"]) < 10, summary
-            load.assert_all_read_back()
-            fsck_clean(drive, wait=30)
-            assert not files_in(tmp_path / "blobs" / "staging")
-            print(f"postgres {mode} restart: {summary}, back after {load.recovered_after(moments['up']):.1f} s")
-        finally:
-            server.terminate()
-        assert_no_errors_logged(server.log)
+        restart_under_load(tmp_path, "postgres", mode, cluster.url, lambda: cluster.stop(mode), cluster.start)
     finally:
         cluster.cleanup()
+
+
+def restart_under_load(
+    tmp_path: Path, name: str, mode: str, url: str, stop: Callable[[], None], start: Callable[[], None]
+) -> None:
+    """The metadata database stopped for 3 s and started again while 8 clients PUT and GET for ~16 s."""
+    settings = {"DATABASE_URL": url, "UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
+    env = base_env(tmp_path, STORAGE="fs", **settings)
+    drive = Drive(cli_env(tmp_path, **settings), tmp_path)
+    server = ServerProcess(env, tmp_path).start()
+    load = SteadyLoad(server.url, workers=8)
+    moments: dict[str, float] = {}
+
+    def restart() -> None:
+        time.sleep(5)
+        moments["down"] = time.monotonic()
+        stop()
+        time.sleep(3)
+        start()
+        moments["up"] = time.monotonic()
+
+    try:
+        load.run(16, during=restart)
+        summary = load.summary()
+        load.assert_honest(within=REQUEST_BOUND)
+        down = [o for o in load.unavailable() if moments["down"] <= o.started <= moments["up"]]
+        assert down, f"no 503 while {name} was down: {summary}"
+        assert load.recovered_after(moments["up"]) < 10, summary
+        load.assert_all_read_back()
+        fsck_clean(drive, wait=30)
+        assert not files_in(tmp_path / "blobs" / "staging")
+        print(f"{name} {mode} restart: {summary}, back after {load.recovered_after(moments['up']):.1f} s")
+    finally:
+        server.terminate()
+    assert_no_errors_logged(server.log)
 
 
 # -- MariaDB restarted under load -------------------------------------------------------
@@ -280,34 +287,8 @@ def test_mariadb_restart_under_load_gives_503_then_service_and_loses_nothing(tmp
     instance = MariadbInstance()
     try:
         instance.start()
-        settings = {"DATABASE_URL": instance.url, "UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
-        env = base_env(tmp_path, STORAGE="fs", **settings)
-        drive = Drive(cli_env(tmp_path, **settings), tmp_path)
-        server = ServerProcess(env, tmp_path).start()
-        load = SteadyLoad(server.url, workers=8)
-        moments: dict[str, float] = {}
-
-        def restart() -> None:
-            time.sleep(5)
-            moments["down"] = time.monotonic()
-            instance.stop(crash=mode == "kill")
-            time.sleep(3)
-            instance.start()
-            moments["up"] = time.monotonic()
-
-        try:
-            load.run(16, during=restart)
-            summary = load.summary()
-            load.assert_honest(within=REQUEST_BOUND)
-            down = [o for o in load.unavailable() if moments["down"] <= o.started <= moments["up"]]
-            assert down, f"no 503 while MariaDB was down: {summary}"
-            assert load.recovered_after(moments["up"]) < 10, summary
-            load.assert_all_read_back()
-            fsck_clean(drive, wait=30)
-            assert not files_in(tmp_path / "blobs" / "staging")
-            print(f"mariadb {mode} restart: {summary}, back after {load.recovered_after(moments['up']):.1f} s")
-        finally:
-            server.terminate()
-        assert_no_errors_logged(server.log)
+        restart_under_load(
+            tmp_path, "mariadb", mode, instance.url, lambda: instance.stop(crash=mode == "kill"), instance.start
+        )
     finally:
         instance.cleanup()

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -30,6 +29,8 @@ import asyncmy
 import asyncmy.errors
 import pytest
 from sqlalchemy.engine import make_url
+
+from tests.integration.servers.throwaway import ensure_reachable, throwaway_databases
 
 SERVER_URL = os.environ.get("DRIVE_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 _NAME = re.compile(r"drive_test_[0-9a-f]{32}")
@@ -104,16 +105,7 @@ def ensure_server() -> None:
     global _checked
     if _checked:
         return
-    if not server_available():
-        where = make_url(SERVER_URL).render_as_string(hide_password=True)
-        if os.environ.get("CI"):
-            pytest.fail(f"MariaDB is not reachable at {where}; CI must provide it (.ci/run starts it)", pytrace=False)
-        _start_local_server()
-        deadline = time.monotonic() + _START_WAIT
-        while not server_available():
-            if time.monotonic() > deadline:
-                pytest.fail(f"MariaDB is not reachable at {where} and could not be started", pytrace=False)
-            time.sleep(0.5)
+    ensure_reachable("MariaDB", SERVER_URL, server_available, _start_local_server, _START_WAIT, ".ci/run starts it")
     _checked = True
 
 
@@ -137,22 +129,7 @@ def drop_database(url: str) -> None:
 def mariadb_url_factory() -> Iterator[Callable[[], str]]:
     """A callable returning the URL of a fresh, empty database on each call; all dropped at session end."""
     ensure_server()
-    created: list[str] = []
-
-    def make() -> str:
-        url = create_database()
-        created.append(url)
-        return url
-
-    yield make
-    errors: list[str] = []
-    for url in created:
-        try:
-            drop_database(url)
-        except Exception as exc:
-            errors.append(f"{make_url(url).database}: {type(exc).__name__}: {exc}")
-    if errors:
-        pytest.fail("could not drop test databases: " + "; ".join(errors), pytrace=False)
+    yield from throwaway_databases(create_database, drop_database)
 
 
 @pytest.fixture
