@@ -31,6 +31,7 @@ from drive.adapters.db import DatabaseBlobRepository, blob_schema
 from drive.adapters.sql_engine import create_engine
 from drive.adapters.sql_metadata import SqlMetadataRepository, schema
 from drive.adapters.sql_schema import SchemaMigrations
+from drive.adapters.sql_schema.chains import mysql_lock_name
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.domain.backends import Backends
 from drive.domain.errors import StorageUnavailable
@@ -461,21 +462,22 @@ async def test_mariadb_upgrade_cut_short_is_finished_by_the_next_start(mariadb_u
 async def test_mariadb_schema_lock_is_taken_and_released(mariadb_url: str) -> None:
     """GET_LOCK serialises upgrades across processes; a holder that stays blocks, then the lock is free again."""
     engine = create_engine(mariadb_url)
+    lock = {"name": mysql_lock_name(engine.url.database)}
     try:
         async with engine.connect() as holder:
-            assert (await holder.execute(text("SELECT GET_LOCK('drive_schema', 0)"))).scalar() == 1
+            assert (await holder.execute(text("SELECT GET_LOCK(:name, 0)"), lock)).scalar() == 1
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr("drive.adapters.sql_schema.chains.SCHEMA_LOCK_WAIT_SECONDS", 1)
                 patch.setattr("drive.adapters.sql_engine._OPEN_ATTEMPTS", 1)
                 with pytest.raises(StorageUnavailable, match="another process is changing the schema"):
                     await SqlMetadataRepository(mariadb_url).open()
             assert "drive_alembic_metadata" not in await _tables(mariadb_url)  # waited, changed nothing
-            await holder.execute(text("SELECT RELEASE_LOCK('drive_schema')"))
+            await holder.execute(text("SELECT RELEASE_LOCK(:name)"), lock)
         metadata = SqlMetadataRepository(mariadb_url)
         await metadata.open()
         await metadata.close()
         async with engine.connect() as conn:
             # Released after the upgrade: anyone can take it at once.
-            assert (await conn.execute(text("SELECT IS_FREE_LOCK('drive_schema')"))).scalar() == 1
+            assert (await conn.execute(text("SELECT IS_FREE_LOCK(:name)"), lock)).scalar() == 1
     finally:
         await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,16 @@ _HERE = Path(__file__).resolve().parent
 # take turns, and whoever comes second finds the schema at head and does nothing.
 _PG_LOCK_KEY = 0x64726976655F5343  # "drive_SC"
 
+
 # The same on a MariaDB/MySQL server: a named lock, held by the connection that takes it.
-_MYSQL_LOCK_NAME = "drive_schema"
+def mysql_lock_name(database: str | None) -> str:
+    """GET_LOCK names are server-wide: one per database, so stores sharing a server never wait on each other.
+
+    Hashed to stay within MySQL's 64-character limit whatever the database's name.
+    """
+    return "drive_schema:" + hashlib.sha256((database or "").encode()).hexdigest()[:32]
+
+
 # Below the driver's 30 s read timeout; open() retries a wait that runs out.
 SCHEMA_LOCK_WAIT_SECONDS = 20
 
@@ -109,7 +118,8 @@ async def _mysql_locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         got = (
             await conn.execute(
-                text("SELECT GET_LOCK(:name, :wait)"), {"name": _MYSQL_LOCK_NAME, "wait": SCHEMA_LOCK_WAIT_SECONDS}
+                text("SELECT GET_LOCK(:name, :wait)"),
+                {"name": mysql_lock_name(engine.url.database), "wait": SCHEMA_LOCK_WAIT_SECONDS},
             )
         ).scalar()
         await conn.commit()  # the upgrade's reads start after the lock, on a fresh snapshot
@@ -120,7 +130,7 @@ async def _mysql_locked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 yield conn
         finally:
             try:
-                await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+                await conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": mysql_lock_name(engine.url.database)})
                 await conn.commit()
             except Exception:
                 # Cannot tell whether the lock is still held: drop the connection, which frees it.
