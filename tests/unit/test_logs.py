@@ -52,3 +52,23 @@ def test_timestamp_matches_isoformat_in_milliseconds() -> None:
     for moment in (1795000000.0, 1795000000.0456, 1795000000.9999, 1795000001.5):
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         assert _timestamp(moment) == expected
+
+
+def test_aiohttp_orphaned_write_task_after_a_reset_is_a_warning_other_errors_stay() -> None:
+    from aiohttp.client_exceptions import ClientConnectionResetError
+
+    from drive.entrypoints.logs import configure_logging
+
+    configure_logging("INFO")
+    asyncio_logger = logging.getLogger("asyncio")
+
+    def level_of(exc: BaseException) -> str:
+        record = asyncio_logger.makeRecord(
+            "asyncio", logging.ERROR, __file__, 1, "Task exception was never retrieved", (), (type(exc), exc, None)
+        )
+        assert asyncio_logger.filter(record)
+        return record.levelname
+
+    assert level_of(ClientConnectionResetError("Cannot write to closing transport")) == "WARNING"
+    assert level_of(ValueError("a bug of ours")) == "ERROR"
+    assert level_of(ConnectionResetError("not aiohttp's")) == "ERROR"

@@ -176,6 +176,25 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrphanedConnectionErrors) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_OrphanedConnectionErrors())
+
+
+class _OrphanedConnectionErrors(logging.Filter):
+    """A warning, not an error: aiohttp's body-writing task failing on a connection the peer reset.
+
+    When an S3 endpoint goes away mid-request, aiobotocore's request already failed (and
+    was answered 503); aiohttp's own write task then dies unobserved and asyncio reports
+    "Task exception was never retrieved" at ERROR. An error line in our logs means a bug of
+    ours, so this library-side echo of an outage we already report is lowered to WARNING.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno == logging.ERROR and isinstance(exc, OSError) and type(exc).__module__.startswith("aiohttp"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def settings_secrets(settings: Settings) -> Iterator[str | None]:
