@@ -9,7 +9,7 @@ in a worker thread, except reads of small files: those are done inline (below).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
@@ -144,11 +144,7 @@ class FilesystemBlobRepository:
             raise StorageUnavailable(f"filesystem backend cannot delete ({exc.strerror})") from None
 
     async def list_keys(self) -> AsyncIterator[str]:
-        try:
-            keys = await anyio.to_thread.run_sync(self._scan)
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot list ({exc.strerror})") from None
-        for key in keys:
+        for key in await _listed(self._scan):
             yield key
 
     def _scan(self) -> list[str]:
@@ -161,11 +157,7 @@ class FilesystemBlobRepository:
         return sorted(found)
 
     async def list_strangers(self) -> AsyncIterator[str]:
-        try:
-            names = await anyio.to_thread.run_sync(self._strangers)
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot list ({exc.strerror})") from None
-        for name in names:
+        for name in await _listed(self._strangers):
             yield name
 
     def _strangers(self) -> list[str]:
@@ -291,3 +283,11 @@ def _fsync_dir(path: Path) -> None:
 def _unlink_all(paths: tuple[Path, ...]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+async def _listed(scan: Callable[[], list[str]]) -> list[str]:
+    """One directory walk in a worker thread; an OS error is the backend being unavailable."""
+    try:
+        return await anyio.to_thread.run_sync(scan)
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot list ({exc.strerror})") from None
