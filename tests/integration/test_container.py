@@ -54,7 +54,7 @@ CHUNK = 64 * 1024
 
 
 def _unavailable(why: DockerUnavailable) -> None:
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI"):  # as every other server helper: in CI, a missing server fails
         pytest.fail(f"the container test must run in CI, but Docker is unavailable: {why}")
     pytest.skip(f"Docker is unavailable: {why}")
 
