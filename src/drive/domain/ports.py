@@ -64,6 +64,46 @@ class BlobRepository(Protocol):
 
 
 @runtime_checkable
+class PieceStaging(Protocol):
+    """Bytes of a resumable upload (tus) arriving in pieces, durable between requests.
+
+    Implemented by each byte backend beside ``BlobRepository`` (same class, same
+    storage key space). ``state`` is the backend's own bookkeeping for one upload
+    (an S3 multipart UploadId and its parts, a count of FTP parts, ...): an opaque
+    string, at most 64 KiB, that the metadata store keeps with the upload and hands
+    back on every call, so any process sharing the stores can continue the upload.
+
+    The durable length of an upload is what the metadata store records after
+    ``append_piece`` returns. A process may die after the bytes landed but before
+    that record: the next ``append_piece`` at the recorded ``offset`` must then
+    replace, not follow, whatever an interrupted append left beyond ``offset``.
+    ``delete(key)`` of the same backend removes staged pieces too, and ``list_keys``
+    lists a key that has only staged pieces, so recovery and the orphan sweep treat
+    an abandoned upload like any interrupted store. Errors as for ``BlobRepository``.
+    """
+
+    async def begin_pieces(self, key: str) -> str:
+        """Prepare ``key`` to receive pieces; return the initial state."""
+        ...
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        """Append ``chunks`` at ``offset`` (the durable length so far); durable on return.
+
+        Returns the number of bytes appended and the new state. If ``chunks`` raises or
+        the append fails, the exception propagates and ``state`` at ``offset`` stays valid.
+        """
+        ...
+
+    def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        """Yield the first ``length`` staged bytes (to rebuild a digest in another process)."""
+        ...
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        """Publish the ``length`` staged bytes under ``key``: afterwards ``read(key)`` yields them,
+        exactly as after ``write(key, ...)``. Idempotent: sealing a sealed key again is fine."""
+
+
+@runtime_checkable
 class MetadataRepository(Protocol):
     """Committed blob records and pending operations, in one durable store."""
 
