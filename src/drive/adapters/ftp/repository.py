@@ -2,12 +2,15 @@
 
 Layout mirrors the filesystem backend: ``objects/<k[:2]>/<key>`` for published bytes,
 ``staging/<key>`` while an upload is in flight. An upload is a STOR into staging followed
-by RNFR/RNTO, so a file under ``objects/`` is always complete.
+by RNFR/RNTO, so a file under ``objects/`` is always complete. Resumable uploads keep their
+pieces in ``staging/<key>.pieces/`` (see ``pieces``), which belongs to the key like its
+staged file: ``delete`` removes it and ``list_keys`` reports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import aclosing
 from pathlib import PurePosixPath
 
 import aioftp
@@ -15,6 +18,7 @@ import anyio
 
 from drive.adapters.ftp import steps
 from drive.adapters.ftp.errors import missing, refused_with, translated
+from drive.adapters.ftp.pieces import SUFFIX, PieceState, missing_pieces
 from drive.adapters.ftp.pool import FtpPool
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 from drive.settings import FtpSettings
@@ -41,6 +45,9 @@ class FtpBlobRepository:
 
     def _staging_path(self, key: str) -> PurePosixPath:
         return self._staging / checked_key(key)
+
+    def _pieces_path(self, key: str) -> PurePosixPath:
+        return self._staging / f"{checked_key(key)}{SUFFIX}"
 
     # --- lifecycle
 
@@ -154,14 +161,18 @@ class FtpBlobRepository:
                 stream.close()
 
     async def delete(self, key: str) -> None:
-        published, staged = self._object_path(key), self._staging_path(key)
+        published, staged, pieces = self._object_path(key), self._staging_path(key), self._pieces_path(key)
         with translated("delete a file", self._timeout), anyio.fail_after(self._timeout):
             async with self._pool.lease() as lease:
                 await self._pool.start(lease, lambda client: steps.delete_if_present(client, published))
                 await steps.delete_if_present(lease.client, staged)
+        # Apart: a directory of many pieces gets its own time limit.
+        with translated("delete staged pieces", self._timeout), anyio.fail_after(self._timeout):
+            async with self._pool.lease() as lease:
+                await steps.remove_dir(lease.client, pieces)
 
     async def list_keys(self) -> AsyncIterator[str]:
-        found = {name for directory, name in await self._listing() if _ours(directory, name)}
+        found = {key for directory, name in await self._listing() if (key := _key_of(directory, name)) is not None}
         for key in sorted(found):
             yield key
 
@@ -169,10 +180,110 @@ class FtpBlobRepository:
         strangers = [
             f"{directory}/{name}"
             for directory, name in await self._listing()
-            if not _ours(directory, name) and not (directory == "staging" and name.startswith(steps.PROBE))
+            if _key_of(directory, name) is None and not (directory == "staging" and name.startswith(steps.PROBE))
         ]
         for name in sorted(strangers):
             yield name
+
+    # --- PieceStaging (resumable uploads; see ``pieces``)
+
+    async def begin_pieces(self, key: str) -> str:
+        directory = self._pieces_path(key)
+        with translated("prepare an upload", self._timeout), anyio.fail_after(self._timeout):
+            async with self._pool.lease() as lease:
+                await self._pool.start(lease, lambda client: steps.make_dir(client, directory))
+        return PieceState(0).dump()
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        current = PieceState.load(state)
+        if offset != current.length:
+            raise ValueError(f"offset {offset} is not the state's length {current.length}")
+        directory = self._pieces_path(key)
+        segment = current.starts[-1]
+        async with self._pool.lease() as lease:
+            with translated("look up an upload's pieces", self._timeout), anyio.fail_after(self._timeout):
+                size = await self._pool.start(lease, lambda client: steps.size(client, directory / str(segment)))
+            recorded = offset - segment
+            after = current
+            if (size is None and recorded) or (size is not None and size < recorded):
+                raise missing_pieces()
+            if recorded == 0:
+                command = "STOR"  # replaces whatever an unrecorded append left
+            elif size == recorded:
+                command = "APPE"
+            else:  # bytes beyond the recorded offset, which FTP cannot cut off: a new segment
+                after, segment, command = current.started_at(offset), offset, "STOR"
+            target = directory / str(segment)
+            client = lease.client
+            stream: steps.DataStream | None = None
+            written = 0
+            try:
+                async for chunk in chunks:  # the caller's exceptions pass through untouched
+                    if not chunk:
+                        continue
+                    if stream is None:  # only now: an append of nothing changes nothing
+                        with translated("start an upload", self._timeout), anyio.fail_after(self._timeout):
+                            stream = await steps.open_data(client, f"{command} {target}")
+                    with translated("upload", self._timeout):
+                        await stream.write(chunk)  # bounded by socket_timeout
+                    written += len(chunk)
+                if stream is not None:
+                    with translated("finish an upload", self._timeout), anyio.fail_after(self._timeout):
+                        await stream.finish()  # closes the data connection, waits for 226
+            except BaseException:
+                if stream is not None:
+                    await steps.abandon_upload(client, stream, self._timeout)
+                raise  # and the lease drops the connection
+        if not written:
+            return 0, state
+        return written, PieceState(offset + written, after.starts).dump()
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        current = PieceState.load(state)
+        if not 0 <= length <= current.length:
+            raise ValueError(f"length {length} is outside the staged {current.length} bytes")
+        directory = self._pieces_path(key)
+        async with self._pool.lease() as lease:
+            with translated("check the connection (NOOP)", self._timeout), anyio.fail_after(self._timeout):
+                await self._pool.start(lease, steps.noop)
+            for start, end in current.segments(length):
+                chunks = steps.retrieve(lease.client, directory / str(start), end - start, self._timeout)
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        current = PieceState.load(state)
+        if length != current.length:
+            raise ValueError(f"length {length} is not the state's length {current.length}")
+        directory, final = self._pieces_path(key), self._object_path(key)
+        segments = current.segments(length)
+        async with self._pool.lease() as lease:
+            with translated("publish an upload", self._timeout), anyio.fail_after(self._timeout):
+                sealed = await self._pool.start(lease, lambda client: steps.size(client, final))
+                if sealed != length and len(segments) <= 1:
+                    first = directory / "0"
+                    if await steps.size(lease.client, first) == length:
+                        await steps.publish(lease.client, first, final)  # the usual case: a rename
+                        sealed = length
+        if sealed != length:
+            # Segments, or bytes beyond the end: stream the recorded bytes into one file.
+            await self.write(key, self._joined(directory, segments))
+        with translated("delete staged pieces", self._timeout), anyio.fail_after(self._timeout):
+            async with self._pool.lease() as lease:
+                await steps.remove_dir(lease.client, directory)
+
+    async def _joined(self, directory: PurePosixPath, segments: list[tuple[int, int]]) -> AsyncIterator[bytes]:
+        """The recorded bytes of every segment, read on a connection of their own (``write`` holds one)."""
+        client = await self._pool.connect()
+        try:
+            for start, end in segments:
+                chunks = steps.retrieve(client, directory / str(start), end - start, self._timeout)
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+        finally:
+            client.close()
 
     async def _listing(self) -> list[tuple[str, str]]:
         """(directory, name) of every entry: directory is ``objects``, ``objects/<shard>`` or ``staging``.
@@ -194,6 +305,10 @@ class FtpBlobRepository:
         return found
 
 
-def _ours(directory: str, name: str) -> bool:
-    """A name the service would have given an entry of ``directory``: a key, in its shard if sharded."""
-    return is_storage_key(name) and directory in ("staging", f"objects/{name[:2]}")
+def _key_of(directory: str, name: str) -> str | None:
+    """The key an entry of ``directory`` belongs to, if the service named it: a key in its shard,
+    or in staging a key or its pieces directory."""
+    if directory == "staging" and name.endswith(SUFFIX):
+        name = name[: -len(SUFFIX)]
+        return name if is_storage_key(name) else None
+    return name if is_storage_key(name) and directory in ("staging", f"objects/{name[:2]}") else None

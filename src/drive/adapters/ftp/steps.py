@@ -7,18 +7,20 @@ hence the small re-implementations.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import suppress
 from pathlib import PurePosixPath
 
 import aioftp
 import anyio
 
-from drive.adapters.ftp.errors import LIBRARY_ERRORS, reason, refused_with
+from drive.adapters.ftp.errors import LIBRARY_ERRORS, missing, reason, refused_with, translated
 from drive.domain.errors import StorageUnavailable
 
 DataStream = aioftp.DataConnectionThrottleStreamIO
 # ``prepare`` proves staging is writable with a file of this prefix, gone a moment later.
 PROBE = ".probe-"
+READ_CHUNK = 256 * 1024
 
 
 async def open_data(client: aioftp.Client, command: str, offset: int = 0) -> DataStream:
@@ -192,3 +194,64 @@ async def remove_after_failure(
             pass
         finally:
             fresh.close()
+
+
+async def make_dir(client: aioftp.Client, path: PurePosixPath) -> None:
+    """MKD one level; a refusal is taken as "exists" and checked by the caller's next step."""
+    try:
+        await client.command(f"MKD {path}", "257")
+    except aioftp.StatusCodeError as exc:
+        if not refused_with(exc, "5xx"):
+            raise
+
+
+async def remove_dir(client: aioftp.Client, directory: PurePosixPath) -> None:
+    """Delete ``directory``'s files, then the directory itself; missing is fine."""
+    for name in await names(client, directory):
+        await delete_if_present(client, directory / name)
+    try:
+        await client.command(f"RMD {directory}", "250")
+    except aioftp.StatusCodeError as exc:
+        if not refused_with(exc, "550"):
+            raise
+
+
+async def retrieve(
+    client: aioftp.Client, path: PurePosixPath, count: int, within: float
+) -> AsyncGenerator[bytes, None]:
+    """The first ``count`` bytes of ``path``; ``StoredBytesMissing`` if it is missing or shorter.
+
+    Failures are ``StorageUnavailable``; the client is left reusable or closed.
+    """
+    with translated("start a download", within), anyio.fail_after(within):
+        try:
+            stream = await open_data(client, f"RETR {path}")
+        except aioftp.StatusCodeError as exc:
+            if refused_with(exc, "550"):
+                raise missing() from None
+            raise
+    remaining = count
+    try:
+        while remaining:
+            with translated("download", within):
+                chunk = await stream.read(min(READ_CHUNK, remaining))  # bounded by socket_timeout
+            if not chunk:
+                client.close()  # the RETR's reply is still to come: out of step
+                raise missing()
+            remaining -= len(chunk)
+            yield chunk
+        # The server may or may not have sent everything: one reply either way.
+        await resync_after_cut(client, stream, within)
+    finally:
+        stream.close()
+
+
+async def abandon_upload(client: aioftp.Client, stream: DataStream, within: float) -> None:
+    """After a failed STOR/APPE: close its data connection and wait (bounded) for the server to end it.
+
+    The server then has written what it received, so a later SIZE sees the leftover
+    bytes rather than racing them. Shielded; never raises. The caller drops the client.
+    """
+    stream.close()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(min(within, 5.0)), suppress(*LIBRARY_ERRORS):
+        await client.command(None, ("2xx", "4xx", "5xx"), "1xx")

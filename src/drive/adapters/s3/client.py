@@ -58,6 +58,11 @@ class S3Client:
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
 
+    @property
+    def bucket(self) -> str:
+        """The bucket every call goes to (server-side copies name it in their source)."""
+        return self._bucket
+
     async def open(self) -> None:
         """Create the client and check the bucket answers, naming the setting at fault if not."""
         await self.close()

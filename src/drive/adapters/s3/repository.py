@@ -1,7 +1,10 @@
 """S3 BlobRepository: one object per storage key in ``S3_BUCKET``.
 
 Layout: ``<prefix><k[:2]>/<key>``. Bytes in flight sit in a multipart upload
-(``multipart``), which ``delete`` aborts and ``list_keys`` reports.
+(``multipart``), which ``delete`` aborts and ``list_keys`` reports. It is also the
+``PieceStaging`` of resumable uploads (``pieces``), whose piece objects
+``<prefix><k[:2]>/<key>.piece.<i>`` belong to the key: ``delete`` removes them,
+``list_keys`` reports their key and ``list_strangers`` never does.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from drive.adapters.s3 import multipart
+from drive.adapters.s3 import multipart, pieces
 from drive.adapters.s3.client import S3Client
 from drive.adapters.s3.errors import Unsatisfiable
 from drive.domain.storage_keys import is_storage_key, shard
@@ -36,10 +39,13 @@ class S3BlobRepository:
         return f"{self._prefix}{shard(key)}/{key}"
 
     def _key_of(self, object_key: str) -> str | None:
-        """The storage key behind an object key, or None for anything we did not write."""
+        """The storage key behind an object key (its bytes or a staged piece), or None for anything we did not write."""
         if not object_key.startswith(self._prefix):
             return None
-        directory, _, key = object_key[len(self._prefix) :].partition("/")
+        directory, _, name = object_key[len(self._prefix) :].partition("/")
+        key, dot, _ = name.partition(".")
+        if dot and not pieces.is_piece_suffix(name[len(key) :]):
+            return None
         return key if is_storage_key(key) and directory == shard(key) else None
 
     # -- lifecycle
@@ -86,6 +92,7 @@ class S3BlobRepository:
                 for upload in page.get("Uploads", ()):
                     if upload.get("Key") == object_key:
                         await multipart.abort(self._client, object_key, upload["UploadId"])
+        await pieces.drop(self._client, object_key)
         await self._client.call("delete_object", Key=object_key)
 
     async def list_keys(self) -> AsyncIterator[str]:
@@ -98,21 +105,39 @@ class S3BlobRepository:
                     key = self._key_of(upload.get("Key", ""))
                     if key is not None:
                         staged.add(key)
+        last: str | None = None
         async with aclosing(self._client.pages("list_objects_v2", Prefix=self._prefix)) as pages:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     key = self._key_of(item.get("Key", ""))
-                    if key is not None:
+                    # A key's object and its pieces sort next to each other (keys have one length).
+                    if key is not None and key != last:
                         staged.discard(key)
+                        last = key
                         yield key
         for key in sorted(staged):
             yield key
 
     async def list_strangers(self) -> AsyncIterator[str]:
         # Objects only: an upload in flight is no stored bytes yet, and ours are aborted by recovery.
+        # Piece objects are a key's staged bytes, not strangers.
         async with aclosing(self._client.pages("list_objects_v2", Prefix=self._prefix)) as pages:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     object_key = item.get("Key", "")
                     if self._key_of(object_key) is None:
                         yield object_key[len(self._prefix) :]
+
+    # -- PieceStaging (resumable uploads; see ``pieces``)
+
+    async def begin_pieces(self, key: str) -> str:
+        return await pieces.begin(self._client, self._object_key(key), self._part_size)
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        return await pieces.append(self._client, self._object_key(key), state, offset, chunks)
+
+    def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        return pieces.read(self._client, self._object_key(key), state, length)
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        await pieces.seal(self._client, self._object_key(key), state, length)
