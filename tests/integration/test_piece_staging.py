@@ -17,6 +17,7 @@ from typing import Protocol, cast
 import pytest
 
 from drive.adapters.s3.multipart import DEFAULT_PART_SIZE
+from drive.domain.errors import StoredBytesMissing
 from drive.domain.ports import BlobRepository, PieceStaging
 from drive.domain.storage_keys import is_shard
 from tests.integration.backends import BackendUnderTest, make_backend
@@ -290,3 +291,18 @@ async def test_bad_state_or_offset_is_refused(staged: Staged) -> None:
         await staged.repo.seal_pieces(upload.key, upload.state, 4)
     with pytest.raises(ValueError):
         await staged.repo.append_piece(upload.key, "{}", 3, chunked(b"d"))
+
+
+async def test_pieces_deleted_meanwhile_are_missing_not_unavailable(staged: Staged) -> None:
+    """Recovery removed an expired upload's bytes; its recorded state now names nothing."""
+    repo = staged.repo
+    upload = await begin(repo, new_key(9))
+    await upload.append(b"some bytes")
+    await repo.delete(upload.key)
+    with pytest.raises(StoredBytesMissing):
+        await collect(repo.read_pieces(upload.key, upload.state, len(upload.data)))
+    with pytest.raises(StoredBytesMissing):
+        await repo.append_piece(upload.key, upload.state, len(upload.data), chunked(b"more"))
+    with pytest.raises(StoredBytesMissing):
+        await repo.seal_pieces(upload.key, upload.state, len(upload.data))
+    assert staged.leftovers() == set()

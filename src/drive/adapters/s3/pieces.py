@@ -217,7 +217,7 @@ async def _copy_part(client: S3Client, object_key: str, state: PieceState, index
             CopySourceRange=f"bytes=0-{size - 1}",
         )
     except S3Unavailable as exc:
-        if exc.reason.startswith(("NoSuchKey", "InvalidRange", "404")):
+        if exc.reason.startswith(("NoSuchKey", "InvalidRange", "404", "NoSuchUpload")):
             raise missing_pieces() from None
         raise
     return str(copied["CopyPartResult"]["ETag"])
