@@ -13,6 +13,12 @@ plain-text ``400``. ``WireLimitedProtocol`` adds, per connection:
 - ``MAX_CONNECTIONS`` (per process): a connection beyond it is answered ``503`` and closed.
 - the contract's JSON error body on the parser's ``400``.
 
+It also sends a small answer in one ``send`` instead of two: uvicorn writes the status line and
+headers, then the body, each straight to the socket. On loopback under load each send wakes the
+client, and the first of the two was a third of a small GET's time (bench/spy.py), so the
+head is held (``_HeadHoldingTransport``) until the body's first write joins it, or until the
+event loop's next turn if no body write comes in this one.
+
 The idle keep-alive limit is uvicorn's own ``timeout_keep_alive`` (set from
 ``KEEPALIVE_TIMEOUT_SECONDS`` by ``drive serve``); the stall limit for a body being read is in
 the app (``bodies.body_stream``), where abandoning a request also discards what it staged.
@@ -65,6 +71,54 @@ class WireLimits(msgspec.Struct, frozen=True):
 @functools.cache
 def process_limits() -> WireLimits:
     return WireLimits.from_settings(Settings.from_env())
+
+
+# A body write up to this size travels in one send with the held head; a larger one is not
+# copied to join it (the head goes first, on its own).
+JOIN_MAX = 64 * 1024
+
+
+class _HeadHoldingTransport:
+    """The transport as one response's cycle sees it: its first write (the head) waits for the next.
+
+    Everything else is the connection's transport itself. The held head goes out joined to the
+    next write, before ``close``, or at the latest on the event loop's next turn.
+    """
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._first = True
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self.flush)  # no body write in this turn (HEAD, a slow stream)
+            return
+        held, self._held = self._held, None
+        if held is None:
+            self._transport.write(data)
+        elif len(data) <= JOIN_MAX:
+            self._transport.write(held + data)
+        else:
+            self._transport.write(held)
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def error_bytes(status: int, code: str, message: str) -> bytes:
@@ -222,6 +276,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         if self._over_capacity:
             self.app = _busy
         super().on_headers_complete()
+        self.cycle.transport = _HeadHoldingTransport(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
         self._in_trailers = True  # until this chunk's first byte: the last chunk has none
@@ -239,6 +294,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         self._sections += 1
 
     def on_response_complete(self) -> None:
+        self._flush_head()  # a bodiless answer's head goes before anything written for the next one
         if self._deferred is None or self.pipeline:  # requests queued before the refused one go first
             super().on_response_complete()
             return
@@ -247,6 +303,10 @@ class WireLimitedProtocol(HttpToolsProtocol):
         answer, self._deferred = self._deferred, None
         if not self.transport.is_closing():
             self._send_and_linger(answer)
+
+    def _flush_head(self) -> None:
+        if self.cycle is not None and isinstance(self.cycle.transport, _HeadHoldingTransport):
+            self.cycle.transport.flush()
 
     # Answers written straight to the transport
 
@@ -274,6 +334,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         self._send_and_linger(answer)
 
     def _send_and_linger(self, answer: bytes) -> None:
+        self._flush_head()
         self.transport.write(answer)
         if self.transport.can_write_eof():
             self.transport.write_eof()
