@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,6 +71,30 @@ class Result:
     rate: float
     p99_ms: float
     bad: int  # non-2xx/3xx answers plus socket errors
+    requests: int = 0
+    cpu_us: float = 0.0  # the server's CPU time (user + system, all its processes) per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children (uvicorn's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measured(pid: int, run: Callable[[], Result]) -> Result:
+    """``run``'s result with the server's CPU time per request: steadier than rates on a shared machine."""
+    before = cpu_seconds(pid)
+    result = run()
+    used = cpu_seconds(pid) - before
+    return replace(result, cpu_us=used / max(result.requests, 1) * 1e6)
 
 
 def free_port() -> int:
@@ -107,6 +132,11 @@ def running(command: list[str], ready_url: str, env: dict[str, str], cwd: Path, 
                 process.wait()
 
 
+TABLE_HEAD = (
+    "| workload | ceiling req/s | ceiling p99 | Drive req/s | Drive p99 | ratio"
+    " | CPU per request: ceiling / Drive | bad answers |\n|---|---|---|---|---|---|---|---|"
+)
+
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -119,7 +149,9 @@ def parse_wrk(output: str) -> Result:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if errors:
         bad += sum(int(n) for n in errors.groups())
-    return Result(float(rate.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)], bad)
+    total = re.search(r"(\d+) requests in", output)
+    requests = int(total.group(1)) if total else 0
+    return Result(float(rate.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)], bad, requests)
 
 
 def build_headload(tmp: Path) -> Path:
@@ -147,7 +179,8 @@ def wrk(url: str, args: list[str], script_args: list[str], opts: argparse.Namesp
 def row(label: str, top: Result, ours: Result) -> str:
     return (
         f"| {label} | {top.rate:,.0f} | {top.p99_ms:.1f} ms | {ours.rate:,.0f} | "
-        f"{ours.p99_ms:.1f} ms | {ours.rate / top.rate:.0%} | {ours.bad + top.bad} |"
+        f"{ours.p99_ms:.1f} ms | {ours.rate / top.rate:.0%} | {top.cpu_us:.0f} / {ours.cpu_us:.0f} µs "
+        f"({top.cpu_us / max(ours.cpu_us, 1e-9):.0%}) | {ours.bad + top.bad} |"
     )
 
 
@@ -220,8 +253,10 @@ def main() -> None:
             with (
                 running(
                     ceiling_command(opts.server, ceiling_port), ceiling, dict(os.environ), tmp, tmp / "ceiling.log"
-                ),
-                running(drive_command(opts.server, drive_port), f"{drive}/healthz", env, tmp, tmp / "drive.log"),
+                ) as ceiling_pid,
+                running(
+                    drive_command(opts.server, drive_port), f"{drive}/healthz", env, tmp, tmp / "drive.log"
+                ) as drive_pid,
             ):
                 etag = seed(drive)
                 store = "fs + PostgreSQL" if opts.metadata else "fs + SQLite"
@@ -230,27 +265,30 @@ def main() -> None:
                     f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s, {os.cpu_count()} cores, "
                     f"Python {sys.version.split()[0]}\n"
                 )
-                print("| workload | ceiling req/s | ceiling p99 | Drive req/s | Drive p99 | ratio | bad answers |")
-                print("|---|---|---|---|---|---|---|")
+                print(TABLE_HEAD)
                 auth = ["-H", f"Authorization: Bearer {TOKEN}"]
                 results: dict[str, list[tuple[Result, Result]]] = {w.name: [] for w in chosen}
                 for round_no in range(opts.rounds):
                     for workload in chosen:
                         if workload.name == "head":
-                            top = headload(head_client, f"{ceiling}/v1/blobs/{BLOB}", [], opts)
-                            ours = headload(head_client, f"{drive}{workload.path}", [auth[1]], opts)
+                            top = measured(
+                                ceiling_pid, partial(headload, head_client, f"{ceiling}/v1/blobs/{BLOB}", [], opts)
+                            )
+                            ours = measured(
+                                drive_pid, partial(headload, head_client, f"{drive}{workload.path}", [auth[1]], opts)
+                            )
                         else:
-                            top = wrk(f"{ceiling}/v1/blobs/{BLOB}", [], [], opts)
+                            top = measured(ceiling_pid, partial(wrk, f"{ceiling}/v1/blobs/{BLOB}", [], [], opts))
                             args = [a.replace("{etag}", etag) for a in workload.args]
                             run = f"{os.getpid()}r{round_no}"
                             script_args = [a.replace("{run}", run) for a in workload.script_args]
-                            ours = wrk(f"{drive}{workload.path}", [*auth, *args], script_args, opts)
+                            path = f"{drive}{workload.path}"
+                            ours = measured(drive_pid, partial(wrk, path, [*auth, *args], script_args, opts))
                         results[workload.name].append((top, ours))
                         print(row(workload.label, top, ours), flush=True)
                 if opts.rounds > 1:
                     print(f"\nMedian of {opts.rounds} rounds (by ratio):\n")
-                    print("| workload | ceiling req/s | ceiling p99 | Drive req/s | Drive p99 | ratio | bad answers |")
-                    print("|---|---|---|---|---|---|---|")
+                    print(TABLE_HEAD)
                     for workload in chosen:
                         pairs = sorted(results[workload.name], key=lambda pair: pair[1].rate / pair[0].rate)
                         print(row(workload.label, *pairs[len(pairs) // 2]))
