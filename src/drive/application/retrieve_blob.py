@@ -71,7 +71,21 @@ class RetrieveBlob:
         return self._legacy_range(record, start, end)
 
     async def read_all(self, record: BlobRecord) -> bytes:
-        return b"".join([chunk async for chunk in self.stream(record)])
+        """The whole blob in memory, verified (callers bound ``record.size``)."""
+        if record.chunk_count > 1 or record.size > CHUNK_SIZE:
+            return b"".join([chunk async for chunk in self.stream(record)])
+        # One chunk, whose digest is the blob's SHA-256: the common small read, checked once
+        # without the chunk-by-chunk machinery. As there, bytes past the recorded size of a
+        # chunked blob are not ours to send, and a blob from before digests must match exactly.
+        pieces = [piece async for piece in self._read(record)]
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        stored = len(data)
+        if record.chunked and stored > record.size:
+            data = data[: record.size]
+        if len(data) != record.size or stored < record.size or hashlib.sha256(data).hexdigest() != record.sha256:
+            _log_corrupt(record, f"stored size={stored} sha256={hashlib.sha256(data).hexdigest()}")
+            raise CorruptBlob("stored bytes do not match their checksum")
+        return data
 
     async def scan(
         self, record: BlobRecord, on_bytes: Callable[[int], None] | None = None, *, backfill: bool = False

@@ -17,7 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from drive import __version__
 from drive.application.service import DriveService
 from drive.container import Container
-from drive.entrypoints.http.auth import TokenChecker, bearer_guard
+from drive.entrypoints.http.auth import TokenChecker, bearer_auth
 from drive.entrypoints.http.blobs import route_handlers
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.metrics import metrics
@@ -105,7 +105,8 @@ def create_app(container: Container | None = None) -> Litestar:
     def app_settings() -> Settings:
         return container.settings()
 
-    v1 = Router("/", route_handlers=route_handlers, guards=[bearer_guard], security=[BEARER])
+    tokens = TokenChecker(settings.tokens)
+    v1 = Router("/", route_handlers=route_handlers, middleware=[bearer_auth(tokens)], security=[BEARER])
     app = Litestar(
         route_handlers=[healthz, readyz, metrics, v1],
         dependencies={
@@ -127,7 +128,6 @@ def create_app(container: Container | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    app.state.tokens = TokenChecker(settings.tokens)
     app.state.settings = settings
     # Outermost layer, around routing and exception handling: it sees every response.
     app.asgi_handler = app.state.requests = RequestObserver(app.asgi_handler)

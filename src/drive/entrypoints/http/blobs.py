@@ -27,7 +27,7 @@ from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
-from drive.domain.model import BlobRecord, CommitOutcome
+from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
 from drive.entrypoints.http.openapi import (
     BAD_REQUEST,
@@ -72,6 +72,8 @@ _JSON_OVERHEAD = 8 * 1024 + 6 * 1024
 # JSON answers up to this many bytes of blob are verified whole before the first byte goes
 # out (a damaged blob is a clean 503) and sent as one body; larger ones are streamed.
 WHOLE_JSON_MAX = 4 * 1024 * 1024
+# Raw answers of blobs up to one chunk (whose one digest is the blob's) are read whole likewise.
+WHOLE_RAW_MAX = CHUNK_SIZE
 DEFAULT_PAGE = 100
 # A longer If-None-Match is not a list a client kept of our tags: it matches nothing.
 _MAX_IF_NONE_MATCH = 8192
@@ -229,13 +231,26 @@ async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | S
         del headers["Content-Length"]
         return Response(b"", status_code=304, headers=headers)
     window = parse_range(request.headers.get("range"), record.size)
+    if record.size <= WHOLE_RAW_MAX:
+        # Read and verified whole before the status line (a damaged blob is a clean 503), and
+        # answered as one body: a stream's machinery costs more than a small blob's bytes.
+        data = await service.retrieve.read_all(record)
+        if window is None:
+            return Response(data, media_type=OCTET_STREAM, headers=headers)
+        start, end = window
+        _range_headers(headers, start, end, record.size)
+        return Response(data[start:end], status_code=206, media_type=OCTET_STREAM, headers=headers)
     if window is None:
         return Stream(await _primed(service.retrieve.stream(record)), media_type=OCTET_STREAM, headers=headers)
     start, end = window
-    headers["Content-Length"] = str(end - start)
-    headers["Content-Range"] = f"bytes {start}-{end - 1}/{record.size}"
+    _range_headers(headers, start, end, record.size)
     chunks = await _primed(service.retrieve.stream_range(record, start, end))
     return Stream(chunks, status_code=206, media_type=OCTET_STREAM, headers=headers)
+
+
+def _range_headers(headers: dict[str, str], start: int, end: int, size: int) -> None:
+    headers["Content-Length"] = str(end - start)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
 
 
 async def _json_answer(service: DriveService, record: BlobRecord) -> Response[bytes] | Stream:
