@@ -1,0 +1,127 @@
+"""Signed links over HTTP: ``POST /v1/links`` makes one; blob routes honour one instead of a token.
+
+A request with link parameters and no ``Authorization`` header is checked here (called by
+the bearer guard); its grant is kept in the ASGI scope so that the blob handlers apply
+its constraints (``max_size``, ``content_type``) and serve raw bytes by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, cast
+from urllib.parse import quote, urlencode
+
+import msgspec
+from litestar import Response, post
+
+from drive.application.links import DEFAULT_EXPIRES_IN, SignedLinks
+from drive.domain.errors import DriveError, InvalidRequest
+from drive.domain.links import PARAMETERS, LinkGrant, LinkRefused, LinksDisabled, same_media_type
+from drive.entrypoints.http.bodies import read_body
+from drive.entrypoints.http.openapi import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    JSON,
+    TIMED_OUT,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    LinkOperation,
+)
+from drive.entrypoints.http.paths import BLOBS_PREFIX, blob_location, id_from_path
+from drive.entrypoints.http.schemas import timestamp
+from drive.entrypoints.http.types import AnyConnection, AnyRequest
+
+_GRANT = "drive.link"  # the scope key holding a verified request's grant
+_MAX_BODY = 16 * 1024  # an id (at most 1024 bytes, 6 bytes escaped each) and a few fields
+
+
+class TokenScopes(Protocol):
+    def scope_of(self, header: str | None) -> str | None: ...
+
+
+class ReadOnlyToken(DriveError):
+    code = "forbidden"
+
+
+class LinkRequest(msgspec.Struct, forbid_unknown_fields=False):
+    id: str
+    method: Literal["GET", "PUT"]
+    expires_in: int = DEFAULT_EXPIRES_IN
+    max_size: int | None = None
+    content_type: str | None = None
+
+
+class IssuedLinkBody(msgspec.Struct):
+    url: str  # a path with its query, relative to the service's base URL
+    method: str
+    expires_at: str
+
+
+_decode = msgspec.json.Decoder(LinkRequest)
+
+
+def is_signed(connection: AnyConnection) -> bool:
+    """The request carries link parameters (it may still be refused)."""
+    return not PARAMETERS.isdisjoint(connection.query_params.keys())
+
+
+def check_link(connection: AnyConnection) -> None:
+    """Verify a signed request for its route, id and method, or raise ``LinkRefused`` (401)."""
+    links: SignedLinks = connection.app.state.links
+    raw = connection.scope.get("raw_path")
+    path = raw if isinstance(raw, bytes) else connection.scope["path"].encode()
+    if not path.startswith(BLOBS_PREFIX.encode()):
+        raise LinkRefused("a signed link is valid only on the blob it was made for")
+    params = {name: connection.query_params.getall(name, []) for name in PARAMETERS}
+    grant = links.verify(params, str(connection.scope.get("method", "")), id_from_path(path))
+    cast(dict[str, Any], connection.scope)[_GRANT] = grant
+
+
+def link_grant(request: AnyRequest) -> LinkGrant | None:
+    """The verified link this request came with, if it came with one instead of a token."""
+    grant = cast(dict[str, Any], request.scope).get(_GRANT)
+    return grant if isinstance(grant, LinkGrant) else None
+
+
+def put_limit(request: AnyRequest, limit: int) -> int:
+    """The size limit of a raw ``PUT``, after checking a signed one's ``Content-Type``."""
+    grant = link_grant(request)
+    if grant is None:
+        return limit
+    if grant.content_type is not None and not same_media_type(request.headers.get("content-type"), grant.content_type):
+        raise InvalidRequest(f"this link accepts only Content-Type {grant.content_type}")
+    return limit if grant.max_size is None else min(limit, grant.max_size)
+
+
+@post(
+    "/v1/links",
+    status_code=201,
+    summary="Make a signed link to GET or PUT one blob without a token",
+    operation_class=LinkOperation,
+    responses={
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        403: FORBIDDEN,
+        408: TIMED_OUT,
+        413: TOO_LARGE,
+    },
+)
+async def make_link(request: AnyRequest) -> Response[IssuedLinkBody]:
+    """201 with the link's path and query (``url``), ``method`` and ``expires_at``."""
+    links: SignedLinks = request.app.state.links
+    if not links.enabled:
+        raise LinksDisabled("signed links are disabled: set SIGNING_KEYS to enable them")
+    body = await read_body(request, _MAX_BODY)
+    try:
+        asked = _decode.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid body: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequest("body is not valid JSON") from None
+    tokens: TokenScopes = request.app.state.tokens
+    if asked.method == "PUT" and tokens.scope_of(request.headers.get("authorization")) != "read-write":
+        raise ReadOnlyToken("a read token may make GET links only")
+    issued = links.issue(
+        asked.id, asked.method, asked.expires_in, max_size=asked.max_size, content_type=asked.content_type
+    )
+    url = f"{blob_location(asked.id)}?{urlencode(issued.params, quote_via=quote)}"
+    return Response(IssuedLinkBody(url, asked.method, timestamp(issued.expires_at)), status_code=201, media_type=JSON)
