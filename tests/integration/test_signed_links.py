@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,8 @@ NEW_SECRET = "new-secret-0123456789-0123456789-abcdef"
 OLD_SECRET = "old-secret-9876543210-9876543210-fedcba"
 BOTH_KEYS = f"new:{NEW_SECRET},old:{OLD_SECRET}"
 READ = {"Authorization": f"Bearer {READ_TOKEN}"}
-START = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+# Frozen at the real time (to the second), so that links made by `drive link` verify too.
+START = datetime.now(UTC).replace(microsecond=0)
 
 
 class FrozenClock:
@@ -374,6 +376,55 @@ def test_key_rotation_and_revocation(client: httpx.Client, old_server: LiveServe
         assert rotated.get(new_link).status_code == 200
         refused(rotated.get(old_link), "unknown or revoked key")  # old key removed: revoked
         refused(old.get(new_link), "unknown or revoked key")  # a replica not yet given the new key
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def drive(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "SIGNING_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "drive", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_drive_link_makes_links_the_server_honours(server: LiveServer, client: httpx.Client) -> None:
+    """Without the server: only the keys are shared."""
+    blob_id = "cli/linked file"
+    env = {"SIGNING_KEYS": BOTH_KEYS}
+    put = drive(
+        "link", blob_id, "--put", "--expires", "10m", "--base-url", server.url + "/", "--max-size", "5", env=env
+    )
+    assert put.returncode == 0, put.stderr
+    url = put.stdout.strip()
+    assert url.startswith(f"{server.url}{url_of(blob_id)}?")
+    assert_error(httpx.put(url, content=b"123456"), 413, "payload_too_large")
+    assert httpx.put(url, content=b"12345").status_code == 201
+    got = drive("link", blob_id, "--json", env=env)
+    assert got.returncode == 0, got.stderr
+    body = json.loads(got.stdout)
+    assert body["method"] == "GET" and body["url"].startswith(url_of(blob_id) + "?")
+    assert client.get(body["url"]).content == b"12345"
+    typed = drive("link", "x", "--put", "--content-type", "text/csv", env=env)
+    assert "content_type=text%2Fcsv" in typed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["x"], {}, "SIGNING_KEYS"),
+        (["x"], {"SIGNING_KEYS": "k:short"}, "SIGNING_KEYS"),
+        (["x", "--expires", "8d"], {"SIGNING_KEYS": BOTH_KEYS}, "604800"),
+        (["x", "--expires", "soon"], {"SIGNING_KEYS": BOTH_KEYS}, "--expires"),
+        (["x", "--max-size", "3"], {"SIGNING_KEYS": BOTH_KEYS}, "PUT links only"),
+        (["", "--put"], {"SIGNING_KEYS": BOTH_KEYS}, "id"),
+    ],
+)
+def test_drive_link_refuses_in_one_line(args: list[str], env: dict[str, str], says: str) -> None:
+    result = drive("link", *args, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, result.stderr
 
 
 # -- settings -----------------------------------------------------------------------------

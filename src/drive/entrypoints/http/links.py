@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 from litestar import Response, post
 
-from drive.application.links import DEFAULT_EXPIRES_IN, SignedLinks
+from drive.application.links import DEFAULT_EXPIRES_IN, IssuedLink, SignedLinks
 from drive.domain.errors import DriveError, InvalidRequest
 from drive.domain.links import PARAMETERS, LinkGrant, LinkRefused, LinksDisabled, same_media_type
 from drive.entrypoints.http.bodies import read_body
@@ -123,5 +123,10 @@ async def make_link(request: AnyRequest) -> Response[IssuedLinkBody]:
     issued = links.issue(
         asked.id, asked.method, asked.expires_in, max_size=asked.max_size, content_type=asked.content_type
     )
-    url = f"{blob_location(asked.id)}?{urlencode(issued.params, quote_via=quote)}"
-    return Response(IssuedLinkBody(url, asked.method, timestamp(issued.expires_at)), status_code=201, media_type=JSON)
+    return Response(issued_body(issued), status_code=201, media_type=JSON)
+
+
+def issued_body(issued: IssuedLink) -> IssuedLinkBody:
+    """The answer to ``POST /v1/links`` (``drive link --json`` prints the same)."""
+    url = f"{blob_location(issued.grant.blob_id)}?{urlencode(issued.params, quote_via=quote)}"
+    return IssuedLinkBody(url, issued.grant.method, timestamp(issued.expires_at))
