@@ -171,6 +171,8 @@ def test_default_expiry_is_an_hour(client: httpx.Client, clock: FrozenClock) -> 
         ({"id": "x", "method": "GET", "content_type": "text/plain"}, "invalid_request"),
         ({"id": "x", "method": "PUT", "max_size": -1}, "invalid_request"),
         ({"id": "x", "method": "PUT", "max_size": True}, "invalid_request"),
+        ({"id": "x", "method": "PUT", "max_size": None}, "invalid_request"),
+        ({"id": "x", "method": "PUT", "content_type": None}, "invalid_request"),
         ({"id": "x", "method": "PUT", "content_type": "text"}, "invalid_request"),
         ({"id": "x", "method": "PUT", "content_type": "text/plain\r\nX: y"}, "invalid_request"),
         ({"id": "x", "method": "PUT", "content_type": "a/" + "b" * 254}, "invalid_request"),
@@ -186,8 +188,9 @@ def test_a_body_that_is_not_json(client: httpx.Client) -> None:
 
 
 def test_expires_in_bounds_are_accepted(client: httpx.Client) -> None:
-    for seconds in (1, 604800):
+    for seconds in (1, 604800, 60.0):  # JSON Schema's integers include 60.0
         make_link(client, id="x", method="GET", expires_in=seconds)
+    make_link(client, id="x", method="PUT", max_size=10.0)
 
 
 def test_making_a_link_needs_a_token(client: httpx.Client) -> None:

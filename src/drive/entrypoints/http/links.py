@@ -45,9 +45,11 @@ class ReadOnlyToken(DriveError):
 class LinkRequest(msgspec.Struct, forbid_unknown_fields=False):
     id: str
     method: Literal["GET", "PUT"]
-    expires_in: int = DEFAULT_EXPIRES_IN
-    max_size: int | None = None
-    content_type: str | None = None
+    # JSON Schema's integers include 3600.0: whole floats are accepted (see ``_whole``).
+    expires_in: int | float = DEFAULT_EXPIRES_IN
+    # Absent, not null: the document says integer and string.
+    max_size: int | float | msgspec.UnsetType = msgspec.UNSET
+    content_type: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class IssuedLinkBody(msgspec.Struct):
@@ -120,10 +122,17 @@ async def make_link(request: AnyRequest) -> Response[IssuedLinkBody]:
     tokens: TokenScopes = request.app.state.tokens
     if asked.method == "PUT" and tokens.scope_of(request.headers.get("authorization")) != "read-write":
         raise ReadOnlyToken("a read token may make GET links only")
-    issued = links.issue(
-        asked.id, asked.method, asked.expires_in, max_size=asked.max_size, content_type=asked.content_type
-    )
+    max_size = None if asked.max_size is msgspec.UNSET else _whole(asked.max_size, "max_size")
+    content_type = None if asked.content_type is msgspec.UNSET else asked.content_type
+    expires_in = _whole(asked.expires_in, "expires_in")
+    issued = links.issue(asked.id, asked.method, expires_in, max_size=max_size, content_type=content_type)
     return Response(issued_body(issued), status_code=201, media_type=JSON)
+
+
+def _whole(value: float, name: str) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise InvalidRequest(f"{name} must be a whole number")
+    return int(value)
 
 
 def issued_body(issued: IssuedLink) -> IssuedLinkBody:

@@ -88,6 +88,9 @@ _EXPIRES_IN = Schema(
 )
 
 
+_PUT_ONLY = ("max_size", "content_type")
+
+
 def _link_request(method: str, constraints: dict[str, Schema | Reference]) -> Schema:
     return Schema(
         type=OpenAPIType.OBJECT,
@@ -98,6 +101,8 @@ def _link_request(method: str, constraints: dict[str, Schema | Reference]) -> Sc
             "expires_in": _EXPIRES_IN,
             **constraints,
         },
+        # Extra fields are ignored, but not the PUT constraints on another method.
+        schema_not=None if constraints else Schema(any_of=[Schema(required=[name]) for name in _PUT_ONLY]),
     )
 
 
