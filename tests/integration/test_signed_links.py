@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -454,3 +456,23 @@ def test_bad_signing_keys_refuse_start_up_in_one_line(tmp_path: Path, value: str
     assert "SIGNING_KEYS" in lines[0]
     for secret in ("s" * 31, NEW_SECRET, OLD_SECRET):
         assert secret not in result.stderr + result.stdout
+
+
+def linked_paths(caplog: pytest.LogCaptureFixture) -> list[str]:
+    logged = [str(getattr(record, "path", "")) for record in caplog.records if record.name == "drive.access"]
+    return [path for path in logged if "?" in path]
+
+
+def test_signatures_never_reach_the_log(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    blob_id = stored(client)
+    url = make_link(client, id=blob_id, method="GET")
+    signature = dict(parse_qsl(urlsplit(url).query))["signature"]
+    with caplog.at_level(logging.INFO, logger="drive.access"):
+        assert client.get(url).status_code == 200
+        refused(client.get(with_params(url, expires="1")), "tampered")
+        deadline = time.monotonic() + 10  # the access line is written just after the answer is sent
+        while len(paths := linked_paths(caplog)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(paths) == 2 and all("signature=[redacted]" in path for path in paths), paths
+    served = [record for record in caplog.records if record.name.startswith("drive")]  # not the test's httpx
+    assert all(signature not in f"{record.getMessage()} {vars(record)}" for record in served)
