@@ -150,7 +150,9 @@ def driver() -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or driver
+    # Both paths are given, so Selenium Manager has nothing to find; offline, it could fetch nothing anyway.
+    previous = os.environ.get("SE_OFFLINE")
+    os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
@@ -159,6 +161,10 @@ def driver() -> Iterator[Any]:
     browser.set_page_load_timeout(60)
     yield browser
     browser.quit()
+    if previous is None:
+        os.environ.pop("SE_OFFLINE", None)
+    else:
+        os.environ["SE_OFFLINE"] = previous
 
 
 @pytest.fixture
