@@ -187,6 +187,11 @@ def test_invalid_requests_for_a_link(client: httpx.Client, fields: dict[str, obj
 def test_a_body_that_is_not_json(client: httpx.Client) -> None:
     assert_error(client.post("/v1/links", content=b"{nope", headers=AUTH), 400, "invalid_request")
     assert_error(client.post("/v1/links", content=b"[]", headers=AUTH), 400, "invalid_request")
+    invalid_utf8 = b'{"id": "x", "method": "GET", "extra": "\xff"}'
+    assert_error(client.post("/v1/links", content=invalid_utf8, headers=AUTH), 400, "invalid_request")
+    deep = b'{"id": "x", "method": "GET", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert_error(client.post("/v1/links", content=deep, headers=AUTH), 400, "invalid_request")
+    assert_error(client.post("/v1/links", content=b" " * 20000, headers=AUTH), 413, "payload_too_large")
 
 
 def test_expires_in_bounds_are_accepted(client: httpx.Client) -> None:

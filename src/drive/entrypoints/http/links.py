@@ -114,6 +114,7 @@ async def make_link(request: AnyRequest) -> Response[IssuedLinkBody]:
         raise LinksDisabled("signed links are disabled: set SIGNING_KEYS to enable them")
     body = await read_body(request, _MAX_BODY)
     try:
+        body.decode("utf-8")  # JSON is UTF-8 throughout, ignored fields included (msgspec skips those)
         asked = _decode.decode(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid body: {exc}") from None
