@@ -24,6 +24,7 @@ from drive.adapters.readiness import READINESS_TIMEOUT_SECONDS, Readiness
 from drive.adapters.sql_schema import SchemaMigrations
 from drive.application.commit_protocol import CommitProtocol
 from drive.application.fsck import CheckStore
+from drive.application.links import SignedLinks
 from drive.application.manage_blobs import DeleteBlob, ListBlobs
 from drive.application.migrate import MigrateBlobs
 from drive.application.recover import Recover
@@ -32,6 +33,7 @@ from drive.application.service import DriveService
 from drive.application.store_blob import StoreBlob
 from drive.domain.backends import Backends
 from drive.domain.errors import ConfigurationError
+from drive.domain.links import Keyring
 from drive.domain.model import utc_now
 from drive.domain.ports import BlobRepository
 from drive.settings import Settings
@@ -118,6 +120,10 @@ class Container(containers.DeclarativeContainer):
         migrate=migrate_blobs,
         check=check_store,
     )
+
+    # Signed links: stateless, from SIGNING_KEYS and the clock (tests override the clock to expire them).
+    keyring = providers.Singleton(Keyring, settings.provided.signing_keys)
+    signed_links = providers.Singleton(SignedLinks, keyring, clock)
 
     # /readyz: pings the metadata store and every backend, each within a time limit.
     readiness = providers.Singleton(Readiness, metadata, backends, seconds=READINESS_TIMEOUT_SECONDS)

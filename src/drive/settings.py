@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 import msgspec
 
 from drive.domain.errors import ConfigurationError
+from drive.domain.links import KEY_ID, MIN_SECRET_BYTES, SigningKey
 
 Scope = Literal["read", "read-write"]
 BACKEND_NAMES = ("fs", "db", "s3", "ftp")
@@ -71,10 +72,14 @@ class FtpSettings(_EnvStruct, frozen=True, rename=lambda name: f"FTP_{name.upper
 
 class Settings(_EnvStruct, frozen=True, rename="upper"):
     # Database URLs may carry a password.
-    _secrets = frozenset({"tokens", "database_url", "blob_database_url"})
-    _derived = frozenset({"tokens", "backends", "s3", "ftp"})
+    _secrets = frozenset({"tokens", "database_url", "blob_database_url", "signing_keys"})
+    _derived = frozenset({"tokens", "backends", "s3", "ftp", "signing_keys", "cors_allow_origins"})
 
     tokens: Mapping[str, Scope] = msgspec.field(default_factory=dict)
+    # Signed links (SIGNING_KEYS, `key-id:secret,...`): the first signs, all verify; none disables links.
+    signing_keys: tuple[SigningKey, ...] = ()
+    # Browsers (CORS_ALLOW_ORIGINS): origins allowed to call the API from a page, or ("*",); none: no CORS.
+    cors_allow_origins: tuple[str, ...] = ()
     storage: str = "fs"
     backends: tuple[str, ...] = ("fs",)
     database_url: str = "sqlite:///./data/metadata.db"
@@ -120,6 +125,8 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
         return msgspec.structs.replace(
             read,
             tokens=tokens,
+            signing_keys=_signing_keys(env),
+            cors_allow_origins=_origins(env),
             storage=storage,
             backends=tuple(name for name in BACKEND_NAMES if name in enabled),
             s3=s3,
@@ -189,3 +196,33 @@ def _tokens(env: Mapping[str, str]) -> dict[str, Scope]:
             where = "AUTH_TOKENS" if variable == "AUTH_TOKENS" else "AUTH_TOKENS and AUTH_BEARER_TOKEN"
             raise ConfigurationError(f"a token has two scopes in {where}: give each token one scope")
     return tokens
+
+
+def _signing_keys(env: Mapping[str, str]) -> tuple[SigningKey, ...]:
+    """``key-id:secret`` entries; secrets long enough for HMAC-SHA256, each key id once."""
+    keys: list[SigningKey] = []
+    for entry in _items(env, "SIGNING_KEYS"):
+        key_id, sep, secret = entry.partition(":")
+        if not sep or KEY_ID.fullmatch(key_id.strip()) is None:
+            raise ConfigurationError(
+                "SIGNING_KEYS entries must look like <key-id>:<secret>, the key id of letters, digits, . _ or -"
+            )
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(f"SIGNING_KEYS holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+        if any(key.key_id == key_id.strip() for key in keys):
+            raise ConfigurationError("SIGNING_KEYS lists a key id twice: give each key its own id")
+        keys.append(SigningKey(key_id.strip(), secret.encode()))
+    return tuple(keys)
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``*`` or origins as browsers send them (``scheme://host[:port]``, no path)."""
+    origins = _items(env, "CORS_ALLOW_ORIGINS")
+    if "*" in origins:
+        if len(origins) > 1:
+            raise ConfigurationError("CORS_ALLOW_ORIGINS is either * or a list of origins, not both")
+        return ("*",)
+    for origin in origins:
+        if re.fullmatch(r"https?://[^/\s]+", origin) is None:
+            raise ConfigurationError("CORS_ALLOW_ORIGINS entries must be origins like https://app.example.com")
+    return tuple(origin.rstrip("/") for origin in origins)

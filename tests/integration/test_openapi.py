@@ -123,6 +123,20 @@ def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
         assert stored == {"$ref": "#/components/schemas/StoredBlob"}
     assert "Location" in paths["/v1/blobs"]["post"]["responses"]["201"]["headers"]
 
+    link = paths["/v1/links"]["post"]
+    get_link, put_link = link["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert (get_link["properties"]["method"]["enum"], put_link["properties"]["method"]["enum"]) == (["GET"], ["PUT"])
+    assert set(get_link["properties"]) == {"id", "method", "expires_in"}
+    assert set(put_link["properties"]) == {"id", "method", "expires_in", "max_size", "content_type"}
+    expires_in = put_link["properties"]["expires_in"]
+    assert (expires_in["minimum"], expires_in["maximum"], expires_in["default"]) == (1, 604800, 3600)
+    issued = link["responses"]["201"]["content"]["application/json"]["schema"]
+    assert set(openapi["components"]["schemas"][issued["$ref"].rsplit("/", 1)[1]]["properties"]) == {
+        "url",
+        "method",
+        "expires_at",
+    }
+
 
 def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
     listing = {p["name"]: p for p in openapi["paths"]["/v1/blobs"]["get"]["parameters"]}
@@ -131,7 +145,7 @@ def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
     limit = listing["limit"]["schema"]
     assert (limit["type"], limit["minimum"], limit["maximum"], limit["default"]) == ("integer", 1, 1000, 100)
     for method, path, operation in operations(openapi):
-        if path != "/v1/blobs":
+        if path.startswith("/v1/blobs/"):
             (blob_id,) = operation["parameters"]
             assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("blob_path", "path", True), (method, path)
             schema = blob_id["schema"]

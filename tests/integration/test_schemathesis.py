@@ -26,6 +26,7 @@ OPERATIONS = {
     "GET /v1/blobs/{blob_path}",
     "HEAD /v1/blobs/{blob_path}",
     "DELETE /v1/blobs/{blob_path}",
+    "POST /v1/links",
 }
 SEED = 20261126
 MAX_EXAMPLES = 40  # per operation and phase: every operation reached well within ~60 s
@@ -33,7 +34,8 @@ MAX_EXAMPLES = 40  # per operation and phase: every operation reached well withi
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(base_env(tmp_path), cwd=tmp_path).start()
+    keys = "schemathesis:schemathesis-secret-0123456789abcdef"  # so that POST /v1/links answers 201
+    process = ServerProcess(base_env(tmp_path, SIGNING_KEYS=keys), cwd=tmp_path).start()
     yield process
     process.terminate()
 
@@ -78,7 +80,7 @@ def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> No
     assert run["errors"] == [], output
     assert run["test_cases"]["with_failures"] == 0, output
     assert run["test_cases"]["generated"] > 200, output
-    assert run["operations"] == {**run["operations"], "total": 6, "selected": 6, "tested": 6, "errored": 0}
+    assert run["operations"] == {**run["operations"], "total": 7, "selected": 7, "tested": 7, "errored": 0}
     assert {phase: run["phases"][phase]["status"] for phase in ("coverage", "fuzzing", "stateful")} == {
         "coverage": "success",
         "fuzzing": "success",

@@ -200,6 +200,8 @@ class _OrphanedConnectionErrors(logging.Filter):
 def settings_secrets(settings: Settings) -> Iterator[str | None]:
     """Every configured credential, so the formatter can keep them out of every line."""
     yield from settings.tokens
+    for key in settings.signing_keys:
+        yield key.secret.decode()
     for url in (settings.database_url, settings.blob_database_url):
         try:
             password = urlsplit(url or "").password

@@ -17,9 +17,11 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from drive import __version__
 from drive.application.service import DriveService
 from drive.container import Container
-from drive.entrypoints.http.auth import TokenChecker, bearer_auth
+from drive.entrypoints.http.auth import TokenChecker, blob_auth, token_auth
 from drive.entrypoints.http.blobs import route_handlers
+from drive.entrypoints.http.cors import Cors
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
+from drive.entrypoints.http.links import make_link
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
@@ -106,9 +108,12 @@ def create_app(container: Container | None = None) -> Litestar:
         return container.settings()
 
     tokens = TokenChecker(settings.tokens)
-    v1 = Router("/", route_handlers=route_handlers, middleware=[bearer_auth(tokens)], security=[BEARER])
+    signed_links = container.signed_links()
+    v1 = Router("/", route_handlers=route_handlers, middleware=[blob_auth(tokens, signed_links)], security=[BEARER])
+    # A read token may make GET links: the handler checks the scope against the method asked for.
+    links = Router("/", route_handlers=[make_link], middleware=[token_auth(tokens)], security=[BEARER])
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, v1],
+        route_handlers=[healthz, readyz, metrics, v1, links],
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "settings": Provide(app_settings, sync_to_thread=False),
@@ -128,7 +133,11 @@ def create_app(container: Container | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    app.state.tokens = tokens
     app.state.settings = settings
-    # Outermost layer, around routing and exception handling: it sees every response.
-    app.asgi_handler = app.state.requests = RequestObserver(app.asgi_handler)
+    app.state.links = signed_links
+    # CORS around routing and errors (preflights need no token, errors get the headers too);
+    # RequestObserver outermost: it sees every response.
+    handler = Cors(app.asgi_handler, settings.cors_allow_origins) if settings.cors_allow_origins else app.asgi_handler
+    app.asgi_handler = app.state.requests = RequestObserver(handler)
     return app

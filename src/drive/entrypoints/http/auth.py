@@ -1,4 +1,11 @@
-"""Bearer tokens with a scope: ``read`` for GET/HEAD, ``read-write`` for everything."""
+"""Who may make a request: a bearer token with a scope (``read`` for GET/HEAD, ``read-write``
+for everything), or, on the blob routes, a signed link instead of a token.
+
+Both checks are ASGI middlewares on their routers rather than Litestar guards: a guard is
+handed a copy of its route handler on every request, which cost more than everything else a
+small read does (bench/inproc.py). Their errors reach the routes' exception handlers like a
+handler's own.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,15 @@ from collections.abc import Callable, Mapping
 from litestar.types import ASGIApp, Receive, Send
 from litestar.types import Scope as AsgiScope
 
+from drive.application.links import SignedLinks
 from drive.domain.errors import DriveError
+from drive.entrypoints.http.links import check_link, is_signed
 from drive.settings import Scope
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+_AUTHORIZATION = b"authorization"
+
+Middleware = Callable[[ASGIApp], ASGIApp]
 
 
 class Unauthorized(DriveError):
@@ -41,30 +53,44 @@ class TokenChecker:
                 found = scope
         return found
 
+    def require(self, header: str | None) -> Scope:
+        scope = self.scope_of(header)
+        if scope is None:
+            raise Unauthorized("a valid bearer token is required")
+        return scope
 
-_AUTHORIZATION = b"authorization"
+
+def authorization(scope: AsgiScope) -> str | None:
+    """The ``Authorization`` header, read straight from the scope (no header object is built)."""
+    for name, value in scope["headers"]:
+        if name == _AUTHORIZATION:
+            return value.decode("latin-1")
+    return None
 
 
-def bearer_auth(checker: TokenChecker) -> Callable[[ASGIApp], ASGIApp]:
-    """Middleware for the ``/v1`` routes: the token's scope must allow the request's method.
-
-    A middleware rather than a Litestar guard: a guard is handed a copy of its route handler
-    on every request, which cost more than everything else a small read does (bench/inproc.py).
-    Its errors reach the routes' exception handlers like a handler's own.
-    """
+def blob_auth(checker: TokenChecker, links: SignedLinks) -> Middleware:
+    """The ``/v1/blobs`` routes: a token whose scope allows the method, or a valid signed link."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
         async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
-            header: bytes | None = None
-            for name, value in scope["headers"]:
-                if name == _AUTHORIZATION:
-                    header = value
-                    break
-            allowed = checker.scope_of(header.decode("latin-1") if header is not None else None)
-            if allowed is None:
-                raise Unauthorized("a valid bearer token is required")
-            if allowed != "read-write" and scope.get("method") not in READ_METHODS:
+            header = authorization(scope)
+            if header is None and is_signed(scope):
+                check_link(scope, links)  # a link instead of a token: for its blob and method only
+            elif checker.require(header) != "read-write" and scope.get("method") not in READ_METHODS:
                 raise Forbidden("the token does not allow this operation")
+            await app(scope, receive, send)
+
+        return authenticated
+
+    return wrap
+
+
+def token_auth(checker: TokenChecker) -> Middleware:
+    """Any valid token, whatever its scope: the route checks what the scope allows."""
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
+            checker.require(authorization(scope))
             await app(scope, receive, send)
 
         return authenticated

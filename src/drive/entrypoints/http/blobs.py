@@ -29,6 +29,7 @@ from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
 from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
+from drive.entrypoints.http.links import link_grant, put_limit
 from drive.entrypoints.http.openapi import (
     BAD_REQUEST,
     CONFLICT,
@@ -141,8 +142,10 @@ def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
 
 
 def _wants_raw(request: AnyRequest) -> bool:
-    accept = request.headers.get("accept", "")
-    return OCTET_STREAM in accept.lower()
+    accept = request.headers.get("accept", "").lower()
+    if link_grant(request) is not None:  # a link is opened by browsers: raw unless JSON is asked for
+        return JSON not in accept
+    return OCTET_STREAM in accept
 
 
 def _raw_headers(record: BlobRecord) -> dict[str, str]:
@@ -198,7 +201,7 @@ async def store_json(request: AnyRequest, service: Service, settings: AppSetting
 async def store_raw(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
     """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified."""
     blob_id = id_from_request(request)
-    limit = settings.max_blob_size
+    limit = put_limit(request, settings.max_blob_size)  # a signed PUT's max_size and content_type
     check_declared_length(request, limit)
     outcome = await service.store(
         blob_id, body_stream(request), max_size=limit, expected_sha256=expected_sha256(request)

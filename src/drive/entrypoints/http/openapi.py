@@ -26,6 +26,8 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
+from drive.application.links import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, MIN_EXPIRES_IN
+from drive.domain.links import MAX_MEDIA_TYPE_BYTES, MEDIA_TYPE
 from drive.entrypoints.http.errors import ErrorBody
 
 JSON = "application/json"
@@ -47,6 +49,7 @@ CURSOR_FORMAT = "drive-cursor"
 # No control characters (U+0000-U+001F, U+007F); the length in bytes is checked by the server.
 ID_PATTERN = "^[^\\u0000-\\u001F\\u007F]+$"
 # Strict, canonical standard Base64: padding required, the padding bits zero.
+MEDIA_TYPE_PATTERN = MEDIA_TYPE.pattern.join("^$")
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
 
 
@@ -75,6 +78,56 @@ _STORE_REQUEST = Schema(
         ),
     },
     description="Unknown extra fields are ignored.",
+)
+_EXPIRES_IN = Schema(
+    type=OpenAPIType.INTEGER,
+    minimum=MIN_EXPIRES_IN,
+    maximum=MAX_EXPIRES_IN,
+    default=DEFAULT_EXPIRES_IN,
+    description="Seconds until the link expires.",
+)
+
+
+_PUT_ONLY = ("max_size", "content_type")
+
+
+def _link_request(method: str, constraints: dict[str, Schema | Reference]) -> Schema:
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["id", "method"],
+        properties={
+            "id": id_schema("The blob's id: 1 to 1024 bytes of UTF-8, no control characters."),
+            "method": Schema(type=OpenAPIType.STRING, enum=[method]),
+            "expires_in": _EXPIRES_IN,
+            **constraints,
+        },
+        # Extra fields are ignored, but not the PUT constraints on another method.
+        schema_not=None if constraints else Schema(any_of=[Schema(required=[name]) for name in _PUT_ONLY]),
+    )
+
+
+# Two shapes, so that a GET link with PUT constraints is invalid in the document too.
+_LINK_REQUEST = Schema(
+    title="LinkRequest",
+    one_of=[
+        _link_request("GET", {}),
+        _link_request(
+            "PUT",
+            {
+                "max_size": Schema(type=OpenAPIType.INTEGER, minimum=0, description="Largest body accepted, in bytes."),
+                "content_type": Schema(
+                    type=OpenAPIType.STRING,
+                    max_length=MAX_MEDIA_TYPE_BYTES,
+                    pattern=MEDIA_TYPE_PATTERN,
+                    description="The only `Content-Type` the upload may send (RFC 9110 `type/subtype`).",
+                ),
+            },
+        ),
+    ],
+    description=(
+        "Unknown extra fields are ignored; `max_size` and `content_type` are for `PUT` links only"
+        " (`400 invalid_request` on a `GET` link)."
+    ),
 )
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
 
@@ -126,6 +179,12 @@ class StoreRawOperation(BlobOperation):
         self.request_body = _with_request_body(
             OCTET_STREAM, _BINARY, "The blob's bytes, streamed; none is an empty blob.", required=False
         )
+
+
+@dataclass
+class LinkOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _with_request_body(JSON, _LINK_REQUEST, "What the link allows, and for how long.")
 
 
 @dataclass
