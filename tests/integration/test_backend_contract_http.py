@@ -140,6 +140,28 @@ def test_ranges_304_and_head(client: httpx.Client) -> None:
     assert client.head("/v1/blobs/missing").status_code == 404
 
 
+def test_content_type_round_trips(client: httpx.Client) -> None:
+    html = b"<!doctype html><script>document.title = 'ran'</script>"
+    put = client.put("/v1/blobs/typed/page.html", content=html, headers={"Content-Type": "text/html; charset=utf-8"})
+    assert put.status_code == 201 and put.json()["content_type"] == "text/html; charset=utf-8"
+    for response in (client.get("/v1/blobs/typed/page.html", headers=RAW), client.head("/v1/blobs/typed/page.html")):
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["content-security-policy"] == "sandbox"
+    assert client.get("/v1/blobs/typed/page.html", headers=RAW).content == html
+    svg = {"id": "typed/logo.svg", "data": base64.b64encode(b"<svg/>").decode(), "content_type": "image/svg+xml"}
+    assert client.post("/v1/blobs", json=svg).status_code == 201
+    assert client.get("/v1/blobs/typed/logo.svg", headers=RAW).headers["content-type"] == "image/svg+xml"
+    assert list(client.get("/v1/blobs/typed/logo.svg").json()) == ["id", "data", "size", "created_at"]
+    listed = client.get("/v1/blobs", params={"prefix": "typed/"}).json()["items"]
+    assert [(i["id"], i["content_type"]) for i in listed] == [
+        ("typed/logo.svg", "image/svg+xml"),
+        ("typed/page.html", "text/html; charset=utf-8"),
+    ]
+    other = client.put("/v1/blobs/typed/page.html", content=html, headers={"Content-Type": "text/plain"})
+    assert other.status_code == 409
+
+
 def test_content_digest(client: httpx.Client) -> None:
     payload = os.urandom(4096)
     good = "sha-256=:" + base64.b64encode(hashlib.sha256(payload).digest()).decode() + ":"
@@ -168,7 +190,7 @@ def test_list_pages_never_repeat_or_skip(client: httpx.Client) -> None:
     while True:
         params = {"prefix": "list/", "limit": "10", **({"cursor": cursor} if cursor else {})}
         page = client.get("/v1/blobs", params=params).json()
-        assert all(set(item) == {"id", "size", "created_at", "sha256"} for item in page["items"])
+        assert all(set(item) == {"id", "size", "created_at", "sha256", "content_type"} for item in page["items"])
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:

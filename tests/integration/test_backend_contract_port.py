@@ -93,6 +93,21 @@ async def test_concurrent_writers_of_one_id(service: DriveService) -> None:
     assert sorted(results) == ["conflict"] * 15 + ["created"]
 
 
+async def test_content_type_is_kept_by_every_metadata_store(service: DriveService) -> None:
+    kind = 'text/plain; charset="utf-8"; x="a \\" b"'  # a quoted-pair in a quoted string
+    stored = (await service.store("port-typed", single_chunk(b"typed"), content_type=kind)).record
+    assert stored.content_type == kind
+    assert (await service.retrieve.stat("port-typed")).content_type == kind  # the point read
+    assert not (await service.store("port-typed", single_chunk(b"typed"), content_type=kind)).created
+    with pytest.raises(BlobConflict):
+        await service.store("port-typed", single_chunk(b"typed"), content_type="text/plain")
+    await service.store("port-untyped", single_chunk(b"plain"))
+    listed = {r.id: r.content_type for r in (await service.list("port-", 100, None)).items}
+    assert listed["port-typed"] == kind and listed["port-untyped"] == "application/octet-stream"
+    removed = await service.delete("port-typed")
+    assert removed.content_type == kind
+
+
 async def test_too_large_stores_nothing(service: DriveService) -> None:
     with pytest.raises(PayloadTooLarge):
         await service.store("port-too-big", chunked(os.urandom(3 * 1024 * 1024)), max_size=2 * 1024 * 1024)

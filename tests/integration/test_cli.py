@@ -81,6 +81,7 @@ def test_round_trips_and_listing_on_each_backend(backend: str, tmp_path: Path, m
         "created_at": stored.json()["created_at"],
         "backend": backend,
         "storage_key": stored.json()["storage_key"],
+        "content_type": "application/octet-stream",  # .bin: what mimetypes says
         "created": True,
     }
     assert streamed.text.startswith('stored "piped é": 3.0 MiB, sha256 ')
@@ -134,8 +135,8 @@ def test_human_output_replays_and_conflicts(tmp_path: Path) -> None:
     )
     assert replay.ok().text == 'already stored "k" with the same bytes\n'
     conflict.fails(1, '"k": the id holds different bytes already')
-    size, created_at, backend, blob_id = long.ok().text.split()
-    assert (size, backend, blob_id) == ("3", "fs", "k")
+    size, created_at, backend, content_type, blob_id = long.ok().text.split()
+    assert (size, backend, content_type, blob_id) == ("3", "fs", "application/octet-stream", "k")
     lines = stat.ok().text.splitlines()
     assert lines[0] == "id:          k"
     assert f"sha256:      {sha256(b'one')}" in lines
@@ -205,6 +206,60 @@ def test_failures_are_one_line_with_documented_exit_codes(tmp_path: Path, moto_s
     for result, (code, needle) in zip(results, expected, strict=True):
         result.fails(code, needle)
     assert "lots" not in results[3].stderr  # names the variable, never its value
+
+
+def test_put_records_a_content_type_given_or_guessed_and_stat_and_ls_show_it(tmp_path: Path) -> None:
+    drive = Drive(cli_env(tmp_path, DRIVE_BACKENDS="fs,db"), tmp_path)
+    seed(drive.env, {})
+    (tmp_path / "page.html").write_bytes(b"<p>hi</p>")
+    (tmp_path / "data").write_bytes(b"a,b\n")
+    (tmp_path / "logo.svg").write_bytes(b"<svg/>")
+    guessed, given, piped, overridden = in_parallel(
+        lambda: drive("put", "page", "page.html", "--json").ok(),
+        lambda: drive("put", "table", "data", "--content-type", "text/csv; header=present").ok(),
+        lambda: drive("put", "piped", "-", "--json", stdin=b"from a pipe").ok(),
+        lambda: drive("put", "logo", "logo.svg", "--content-type", "application/octet-stream", "--json").ok(),
+    )
+    assert guessed.json()["content_type"] == "text/html"
+    assert given.text.startswith('stored "table": ')
+    assert piped.json()["content_type"] == "application/octet-stream"  # standard input has no name to guess from
+    assert overridden.json()["content_type"] == "application/octet-stream"  # given beats guessed
+
+    stat, stat_json, long, listed, replay, conflict, invalid, too_long = in_parallel(
+        lambda: drive("stat", "table"),
+        lambda: drive("stat", "page", "--json"),
+        lambda: drive("ls", "-l"),
+        lambda: drive("ls", "--json"),
+        lambda: drive("put", "page", "page.html"),
+        lambda: drive("put", "page", "page.html", "--content-type", "text/plain"),
+        lambda: drive("put", "other", "page.html", "--content-type", "html"),
+        lambda: drive("put", "other", "page.html", "--content-type", "a/" + "b" * 254),
+    )
+    assert "type:        text/csv; header=present" in stat.ok().text.splitlines()
+    assert stat_json.ok().json()["content_type"] == "text/html"
+    rows = [line.split() for line in long.ok().text.splitlines()]
+    assert [(row[3], row[-1]) for row in rows] == [
+        ("application/octet-stream", "logo"),
+        ("text/html", "page"),
+        ("application/octet-stream", "piped"),
+        ("text/csv;", "table"),  # the type's own space: --json is the form to parse
+    ]
+    assert {r["id"]: r["content_type"] for r in listed.ok().json()} == {
+        "logo": "application/octet-stream",
+        "page": "text/html",
+        "piped": "application/octet-stream",
+        "table": "text/csv; header=present",
+    }
+    assert replay.ok().text == 'already stored "page" with the same bytes\n'
+    conflict.fails(1, '"page": the id holds these bytes with another content type')
+    invalid.fails(2, "content type must be a media type")
+    too_long.fails(2, "at most 255 bytes")
+
+    # drive migrate carries it over.
+    report = drive("migrate", "--to", "db", "--json").ok().json()
+    assert report["moved"] == 4 and report["complete"]
+    moved = drive("stat", "table", "--json").ok().json()
+    assert (moved["backend"], moved["content_type"]) == ("db", "text/csv; header=present")
 
 
 # -- migrate ----------------------------------------------------------------------------

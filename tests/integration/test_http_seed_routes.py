@@ -297,7 +297,7 @@ def test_list_pages_with_declared_parameters(fs_server: LiveServer) -> None:
             assert page.status_code == 200, page.text
             body = page.json()
             assert len(body["items"]) <= 2
-            assert all(set(item) == {"id", "size", "created_at", "sha256"} for item in body["items"])
+            assert all(set(item) == {"id", "size", "created_at", "sha256", "content_type"} for item in body["items"])
             seen += [item["id"] for item in body["items"]]
             if body["next_cursor"] is None:
                 break

@@ -103,20 +103,33 @@ def test_request_bodies_and_media_types(openapi: dict[str, Any]) -> None:
     assert store_request["required"] == ["id", "data"]
     assert store_request["properties"]["data"]["contentEncoding"] == "base64"
     assert store_request["properties"]["id"]["format"] == "drive-id"
+    content_type = store_request["properties"]["content_type"]
+    assert (content_type["type"], content_type["maxLength"], content_type["default"]) == (
+        "string",
+        255,
+        "application/octet-stream",
+    )
+    assert content_type["pattern"].startswith("^") and content_type["pattern"].endswith("$")
 
     raw_body = paths["/v1/blobs/{blob_path}"]["put"]["requestBody"]
     assert raw_body["required"] is False  # no body is an empty blob
     assert raw_body["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
+    # Raw answers are the blob's recorded content type, whatever it is.
     retrieve = paths["/v1/blobs/{blob_path}"]["get"]["responses"]
     assert retrieve["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BlobWithData"}
-    assert retrieve["200"]["content"]["application/octet-stream"]["schema"]["format"] == "binary"
-    assert set(retrieve["206"]["content"]) == {"application/octet-stream"}
+    assert retrieve["200"]["content"]["*/*"]["schema"]["format"] == "binary"
+    assert set(retrieve["206"]["content"]) == {"*/*"}
     assert "content" not in retrieve["304"]
     head = paths["/v1/blobs/{blob_path}"]["head"]["responses"]
-    assert set(head["200"]["content"]) == {"application/octet-stream"}
+    assert set(head["200"]["content"]) == {"*/*"}
+    for operation in (retrieve, head):
+        for header in ("ETag", "X-Content-Type-Options", "Content-Security-Policy", "Content-Disposition"):
+            assert header in operation["200"]["headers"], header
     blob = openapi["components"]["schemas"]["BlobWithData"]
     assert list(blob["properties"]) == ["id", "data", "size", "created_at"]
+    stored_blob = openapi["components"]["schemas"]["StoredBlob"]
+    assert list(stored_blob["properties"]) == ["id", "size", "created_at", "sha256", "content_type"]
 
     for status in ("200", "201"):
         stored = paths["/v1/blobs"]["post"]["responses"][status]["content"]["application/json"]["schema"]
@@ -146,7 +159,13 @@ def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
     assert (limit["type"], limit["minimum"], limit["maximum"], limit["default"]) == ("integer", 1, 1000, 100)
     for method, path, operation in operations(openapi):
         if path.startswith("/v1/blobs/"):
-            (blob_id,) = operation["parameters"]
+            blob_id, *query = operation["parameters"]
+            if method in ("GET", "HEAD"):
+                (download,) = query
+                assert (download["name"], download["in"], download["required"]) == ("download", "query", False)
+                assert (download["schema"]["format"], download["schema"]["minLength"]) == ("drive-file-name", 1)
+            else:
+                assert query == [], (method, path)
             assert (blob_id["name"], blob_id["in"], blob_id["required"]) == ("blob_path", "path", True), (method, path)
             schema = blob_id["schema"]
             assert (schema["type"], schema["format"], schema["minLength"], schema["maxLength"]) == (

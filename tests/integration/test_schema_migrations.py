@@ -1,9 +1,13 @@
-"""Alembic schema migrations: the previous release's databases upgrade, fresh ones reach head, replicas take turns.
+"""Alembic schema migrations: the previous releases' databases upgrade, fresh ones reach head, replicas take turns.
 
 ``fixtures/schema_v1_*.sql`` are the schema (and a few rows) exactly as the release before
 Alembic created them, dumped from that release's code: four blobs stored on the db
 backend in the same database, and one interrupted upload. That release never ran on
 MariaDB/MySQL, so those tests cover SQLite and PostgreSQL; the rest run on all three.
+
+``fixtures/schema_r0002_*.sql`` are a database at metadata revision 0002 (chunk digests), the
+release before content types, on all three: five blobs stored through that release's
+StoreBlob on the db backend (one with 64-byte chunk digests), and one interrupted upload.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from dependency_injector import providers
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -33,10 +38,13 @@ from drive.adapters.sql_metadata import SqlMetadataRepository, schema
 from drive.adapters.sql_schema import SchemaMigrations
 from drive.adapters.sql_schema.chains import mysql_lock_name
 from drive.application.retrieve_blob import RetrieveBlob
+from drive.container import Container
 from drive.domain.backends import Backends
-from drive.domain.errors import StorageUnavailable
+from drive.domain.errors import BlobConflict, StorageUnavailable
 from drive.domain.model import CHUNK_SIZE, BlobRecord, PendingKind, PendingOp, utc_now, whole_seconds
+from drive.settings import Settings
 from tests.integration.cli_helpers import Drive, cli_env
+from tests.integration.live import AUTH, LiveServer, base_env
 from tests.integration.servers.postgres import SERVER_URL
 
 pytestmark = pytest.mark.anyio
@@ -51,8 +59,17 @@ V1_BLOBS = {
     "caf\u00e9 \u2603": "unicode id \u2603".encode(),
 }
 V1_INTERRUPTED = ("00000000000000000000000000000009", "interrupted")
+R0002_BLOBS = {
+    "hello.txt": b"hello, world\n",
+    "page.html": b"<!doctype html><title>x</title><script>document.title='ran'</script>",
+    "nested/path/bytes.bin": bytes(range(256)),
+    "empty": b"",
+    "caf\u00e9 \u2603": "unicode id \u2603".encode(),
+}
+R0002_CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # the fixed clock they were stored with
+R0002_CHUNKED = "nested/path/bytes.bin"  # stored with 64-byte chunks: four digests
 VERSION_TABLES = {"drive_alembic_metadata", "drive_alembic_blobs"}
-HEADS = {"metadata": "0002", "blobs": "0001"}  # metadata 0002: chunk digests
+HEADS = {"metadata": "0003", "blobs": "0001"}  # metadata 0002: chunk digests, 0003: content type
 
 
 @pytest.fixture
@@ -94,20 +111,8 @@ def v1_url(v1_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 async def load_v1(url: str) -> None:
     """Fill an empty database with the previous release's schema and rows."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        with sqlite3.connect(parsed.database or "") as conn:
-            conn.executescript((FIXTURES / "schema_v1_sqlite.sql").read_text())
-        return
-    server = make_url(SERVER_URL)
-
-    conn = await asyncpg.connect(
-        host=server.host, port=server.port, user=server.username, password=server.password, database=parsed.database
-    )
-    try:
-        await conn.execute((FIXTURES / "schema_v1_postgres.sql").read_text())
-    finally:
-        await conn.close()
+    name = "sqlite" if make_url(url).get_backend_name() == "sqlite" else "postgres"
+    await load_dump(url, FIXTURES / f"schema_v1_{name}.sql")
 
 
 async def rows(url: str, sql: str) -> list[Any]:
@@ -127,6 +132,127 @@ async def one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+async def load_r0002(url: str) -> None:
+    """Fill an empty database with the dump of a revision 0002 database, rows and all."""
+    parsed = make_url(url)
+    kind = parsed.get_backend_name()
+    if kind in ("sqlite", "postgresql"):
+        name = "sqlite" if kind == "sqlite" else "postgres"
+        await load_dump(url, FIXTURES / f"schema_r0002_{name}.sql")
+        return
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            # mariadb-dump --compact: one statement per ';' at a line's end; blobs and ids in hex.
+            for statement in (FIXTURES / "schema_r0002_mariadb.sql").read_text().split(";\n"):
+                lines = [line for line in statement.splitlines() if not line.startswith("--")]
+                if "".join(lines).strip():
+                    await conn.exec_driver_sql("\n".join(lines))
+    finally:
+        await engine.dispose()
+
+
+async def load_dump(url: str, dump: Path) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(parsed.database or "") as conn:
+            conn.executescript(dump.read_text())
+        return
+    server = make_url(SERVER_URL)
+    conn = await asyncpg.connect(
+        host=server.host, port=server.port, user=server.username, password=server.password, database=parsed.database
+    )
+    try:
+        await conn.execute(dump.read_text())
+    finally:
+        await conn.close()
+
+
+# -- the release before content types (metadata revision 0002) -----------------------
+
+
+async def test_r0002_database_upgrades_with_every_blob_readable(kind: str, url: str, tmp_path: Path) -> None:
+    await load_r0002(url)
+    assert await SchemaMigrations(url, backends=["db"]).current() == {"metadata": "0002", "blobs": "0001"}
+    env = base_env(tmp_path, DATABASE_URL=url, STORAGE="db")
+    del env["FS_BASE_PATH"]
+    container = Container()
+    container.settings.override(providers.Object(Settings.from_env(env)))
+    service = container.service()
+    await service.open()  # upgrades the metadata store to head, as a server's start does
+    try:
+        for blob_id, data in R0002_BLOBS.items():
+            record = await service.retrieve.stat(blob_id)
+            assert (record.size, record.sha256, record.backend, record.created_at) == (
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+                "db",
+                R0002_CREATED_AT,
+            ), blob_id
+            # Served as every blob was until now.
+            assert record.content_type == "application/octet-stream", blob_id
+            assert await service.retrieve.read_all(record) == data
+            # Chunk digests come through untouched: ranges are still verified chunk by chunk.
+            assert record.chunked
+            assert record.chunk_size == (64 if blob_id == R0002_CHUNKED else CHUNK_SIZE)
+            assert len(record.chunk_digests or b"") == (4 * 32 if blob_id == R0002_CHUNKED else 0)
+            if data:
+                ranged = [chunk async for chunk in service.retrieve.stream_range(record, 1, len(data))]
+                assert b"".join(ranged) == data[1:]
+        listed = await service.list("", 10, None)
+        assert [(r.id, r.content_type) for r in listed.items] == [
+            (blob_id, "application/octet-stream") for blob_id in sorted(R0002_BLOBS, key=str.encode)
+        ]
+        intents = await service.metadata.expired(utc_now() + timedelta(days=365 * 10), 10)
+        assert [(op.storage_key, op.blob_id) for op in intents] == [V1_INTERRUPTED]
+
+        # A replay of an old blob is one with the default type; another type is a conflict.
+        assert not (await service.store("hello.txt", one(R0002_BLOBS["hello.txt"]))).created
+        with pytest.raises(BlobConflict):
+            await service.store("hello.txt", one(R0002_BLOBS["hello.txt"]), content_type="text/plain")
+        # New blobs keep the type they are stored with.
+        stored = await service.store("after", one(b"<p>new</p>"), content_type="text/html; charset=utf-8")
+        assert stored.created
+        assert (await service.retrieve.stat("after")).content_type == "text/html; charset=utf-8"
+    finally:
+        await service.close()
+
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
+    assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
+    assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
+
+    # A server on the upgraded store answers the old HTML as the bytes it always was, sandboxed.
+    server = LiveServer(env).start()
+    try:
+        with server.client(headers={**AUTH, "Accept": "application/octet-stream"}) as http:
+            page = http.get("/v1/blobs/page.html")
+            assert page.status_code == 200 and page.content == R0002_BLOBS["page.html"]
+            assert page.headers["content-type"] == "application/octet-stream"
+            assert page.headers["x-content-type-options"] == "nosniff"
+            assert page.headers["content-security-policy"] == "sandbox"
+    finally:
+        server.stop()
+
+
+async def test_r0002_database_reaches_the_same_schema_as_a_fresh_one(
+    kind: str, url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    await SchemaMigrations(url, backends=["db"]).upgrade()
+    upgraded = fresh_url(kind, tmp_path, request, name="r0002")
+    await load_r0002(upgraded)
+    await SchemaMigrations(upgraded, backends=["db"]).upgrade()
+    shapes = []
+    for target in (url, upgraded):
+        engine = create_engine(target)
+        try:
+            async with engine.connect() as conn:
+                shapes.append(await conn.run_sync(_shape))
+                assert await conn.run_sync(_model_differences) == []
+        finally:
+            await engine.dispose()
+    assert shapes[0] == shapes[1]
+
+
 # -- the previous release's database --------------------------------------------------
 
 
@@ -144,6 +270,7 @@ async def test_v1_database_upgrades_with_every_blob_readable(v1_url: str) -> Non
             record = await metadata.get(blob_id)
             assert record is not None, blob_id
             assert (record.size, record.sha256, record.backend) == (len(data), hashlib.sha256(data).hexdigest(), "db")
+            assert record.content_type == "application/octet-stream"  # what every blob was served as
             assert await read_all(blobs, record.storage_key) == data
             # Stored before chunk digests: read, and ranges verified, against the whole hash.
             assert (record.chunk_size, record.chunk_digests) == (None, None) and not record.chunked
@@ -174,7 +301,7 @@ async def test_v1_database_upgrades_with_every_blob_readable(v1_url: str) -> Non
         await blobs.close()
 
     # Stamped, not re-created: one row per chain, and the old guard is still there for old releases.
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
     assert await rows(url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
     assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
@@ -222,7 +349,7 @@ async def test_fresh_database_reaches_head_with_the_v1_schema(
 
     legacy = fresh_url(kind, tmp_path, request, name="legacy")
     await load_v1(legacy)
-    await SchemaMigrations(legacy, backends=["db"]).upgrade()  # 0001 stamped, then 0002 run
+    await SchemaMigrations(legacy, backends=["db"]).upgrade()  # 0001 stamped, then 0002 and 0003 run
     shapes = []
     for target in (url, legacy):
         engine = create_engine(target)
@@ -244,7 +371,7 @@ async def test_blob_tables_may_live_in_their_own_database(
     migrations = SchemaMigrations(url, blob_url)
     await migrations.upgrade()
     assert await migrations.current() == HEADS
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
     assert await rows(blob_url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     for found in (url, blob_url):
         engine = create_engine(found)
@@ -311,16 +438,16 @@ def test_drive_db_current_and_upgrade(kind: str, url: str, tmp_path: Path) -> No
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, DRIVE_BACKENDS="fs,db"), tmp_path)
     before = drive("db", "current").ok()
     assert before.text.splitlines() == [
-        "metadata  none   head is 0002: run drive db upgrade",
+        "metadata  none   head is 0003: run drive db upgrade",
         "blobs     none   head is 0001: run drive db upgrade",
     ]
-    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0002   at head", "blobs     0001   at head"]
+    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0003   at head", "blobs     0001   at head"]
     assert drive("db", "current", "--json").ok().json() == {
-        "metadata": {"revision": "0002", "head": "0002"},
+        "metadata": {"revision": "0003", "head": "0003"},
         "blobs": {"revision": "0001", "head": "0001"},
     }
     # Without the db backend only the metadata store is reported.
-    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0002   at head"]
+    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0003   at head"]
 
 
 def test_drive_db_on_a_v1_database_then_every_blob_is_served(v1_url: str, tmp_path: Path) -> None:
@@ -328,7 +455,7 @@ def test_drive_db_on_a_v1_database_then_every_blob_is_served(v1_url: str, tmp_pa
     anyio.run(load_v1, url)
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, STORAGE="db"), tmp_path)
     assert drive("db", "current").ok().text.splitlines() == [
-        "metadata  0001   head is 0002: run drive db upgrade",
+        "metadata  0001   head is 0003: run drive db upgrade",
         "blobs     0001   at head",
     ]
     drive("db", "upgrade").ok()
@@ -375,14 +502,15 @@ def test_replicas_starting_together_upgrade_once(kind: str, url: str, tmp_path: 
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr, stderr
-        assert stdout.splitlines() == ["metadata  0002   at head", "blobs     0001   at head"]
+        assert stdout.splitlines() == ["metadata  0003   at head", "blobs     0001   at head"]
     logs = "".join(stderr for _, stderr in outputs)
     # Alembic logs each revision it runs: each chain's 0001 ran in exactly one process,
     # and no process tripped over another's half-built schema (a failed try is retried).
     assert logs.count("Running upgrade  -> 0001") == 2, logs
     assert logs.count("Running upgrade 0001 -> 0002") == 1, logs
+    assert logs.count("Running upgrade 0002 -> 0003") == 1, logs
     assert "retrying" not in logs, logs
-    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0002",)]
+    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
     assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert anyio.run(rows, url, "SELECT version FROM drive_schema") == [(1,)]
 

@@ -44,6 +44,7 @@ from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase
 from drive.adapters.sql_point_reads import point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 
 # The tables as the queries see them; sql_schema's revisions create and change them.
@@ -86,6 +87,8 @@ blobs = Table(
     # Chunk digests (revision 0002); NULL for blobs stored before them.
     Column("chunk_size", Integer, nullable=True),
     Column("chunk_digests", _Digests, nullable=True),
+    # Content type (revision 0003); rows from before it hold the default.
+    Column("content_type", String(255), nullable=False, server_default=DEFAULT_CONTENT_TYPE),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -126,6 +129,7 @@ def _record(row: object) -> BlobRecord:
         storage_key=m["storage_key"],
         chunk_size=m["chunk_size"],
         chunk_digests=None if m["chunk_digests"] is None else bytes(m["chunk_digests"]),
+        content_type=m["content_type"],
     )
 
 
@@ -226,6 +230,7 @@ class SqlMetadataRepository:
                         storage_key=record.storage_key,
                         chunk_size=record.chunk_size,
                         chunk_digests=record.chunk_digests,
+                        content_type=record.content_type,
                     )
                 )
         except IntegrityError:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord
 
-_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests"
+_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
 _SQLITE_GET = f"SELECT {_COLUMNS} FROM drive_blobs WHERE id = ?"  # noqa: S608 - constant text
 _POSTGRES_GET = f"SELECT {_COLUMNS} FROM drive_blobs WHERE id = $1"  # noqa: S608 - constant text
 # As the engine's SQLite connections (sql_engine.py) and asyncpg connect arguments.
@@ -72,6 +72,7 @@ def _record(row: Any) -> BlobRecord:
         storage_key=row[5],
         chunk_size=row[6],
         chunk_digests=None if row[7] is None else bytes(row[7]),
+        content_type=row[8],
     )
 
 

@@ -17,7 +17,7 @@ from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
 
-_RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests"
+_RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
 _RECORD_VALUES = ", ".join("?" * len(_RECORD_COLUMNS.split(",")))
 
 
@@ -32,8 +32,8 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _record(row: tuple[str, int, str, int, str, str, int | None, bytes | None]) -> BlobRecord:
-    blob_id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests = row
+def _record(row: tuple[str, int, str, int, str, str, int | None, bytes | None, str]) -> BlobRecord:
+    blob_id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type = row
     return BlobRecord(
         id=blob_id,
         size=size,
@@ -43,6 +43,7 @@ def _record(row: tuple[str, int, str, int, str, str, int | None, bytes | None]) 
         storage_key=storage_key,
         chunk_size=chunk_size,
         chunk_digests=None if chunk_digests is None else bytes(chunk_digests),
+        content_type=content_type,
     )
 
 
@@ -105,6 +106,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
                     record.storage_key,
                     record.chunk_size,
                     record.chunk_digests,
+                    record.content_type,
                 ),
             )
             if inserted.rowcount != 1:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
-from drive.domain.links import Keyring, LinkGrant, LinkMethod, LinksDisabled, valid_media_type
+from drive.domain.links import Keyring, LinkGrant, LinkMethod, LinksDisabled
+from drive.domain.media_types import validate_media_type
 
 MIN_EXPIRES_IN = 1
 MAX_EXPIRES_IN = 7 * 24 * 3600  # a week, as S3's presigned URLs
@@ -57,8 +58,8 @@ class SignedLinks:
             raise InvalidRequest("max_size and content_type apply to PUT links only")
         if max_size is not None and max_size < 0:
             raise InvalidRequest("max_size must be a whole number of bytes, 0 or more")
-        if content_type is not None and not valid_media_type(content_type):
-            raise InvalidRequest("content_type must be a media type (type/subtype), at most 255 bytes")
+        if content_type is not None:
+            validate_media_type(content_type)  # the rule a stored blob's type follows
         grant = LinkGrant(method, blob_id, self.now() + expires_in, max_size, content_type)
         return IssuedLink(grant, self._keyring.sign(grant))
 

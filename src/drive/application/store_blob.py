@@ -18,6 +18,7 @@ from drive.application.commit_protocol import CommitProtocol
 from drive.application.streams import Digesting
 from drive.domain.errors import BlobConflict, ChecksumMismatch, StorageUnavailable
 from drive.domain.ids import validate_id
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE, validate_media_type
 from drive.domain.model import BlobRecord, CommitOutcome, whole_seconds
 
 
@@ -33,16 +34,18 @@ class StoreBlob:
         *,
         max_size: int | None = None,
         expected_sha256: str | None = None,
+        content_type: str = DEFAULT_CONTENT_TYPE,
     ) -> CommitOutcome:
-        """Store ``chunks`` as ``blob_id``; ``created`` is False for a replay of the same bytes."""
+        """Store ``chunks`` as ``blob_id``; ``created`` is False for a replay of the same bytes and content type."""
         validate_id(blob_id)
+        validate_media_type(content_type)
         existing = await self._metadata.get(blob_id)
         if existing is not None:
             # Already committed: hash the body without storing it, then replay or refuse.
             digest = Digesting(chunks, max_size, chunk_size=None)
             await digest.drain()
             _check_expected(digest, expected_sha256)
-            return _replay(existing, digest)
+            return _replay(existing, digest, content_type)
 
         backend = self._protocol.backends.default
         key = await self._protocol.intend_store(backend.name, blob_id)
@@ -61,6 +64,7 @@ class StoreBlob:
                 storage_key=key,
                 chunk_size=digest.chunk_size,
                 chunk_digests=digest.chunk_digests,
+                content_type=content_type,
             )
             outcome = await self._metadata.commit(record)
         except Exception:
@@ -70,7 +74,7 @@ class StoreBlob:
             return outcome
         # Lost a race for the id: our bytes are surplus either way.
         await self._protocol.discard(backend.name, key)
-        return _replay(outcome.record, digest)
+        return _replay(outcome.record, digest, content_type)
 
 
 def _check_expected(digest: Digesting, expected_sha256: str | None) -> None:
@@ -78,7 +82,10 @@ def _check_expected(digest: Digesting, expected_sha256: str | None) -> None:
         raise ChecksumMismatch("the body does not match the digest sent with it")
 
 
-def _replay(existing: BlobRecord, digest: Digesting) -> CommitOutcome:
+def _replay(existing: BlobRecord, digest: Digesting, content_type: str) -> CommitOutcome:
     if existing.sha256 != digest.sha256 or existing.size != digest.size:
         raise BlobConflict("the id holds different bytes already")
+    if existing.content_type != content_type:
+        # Part of the blob as much as its bytes: a retry repeats both.
+        raise BlobConflict("the id holds these bytes with another content type")
     return CommitOutcome(existing, created=False)

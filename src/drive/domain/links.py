@@ -55,18 +55,6 @@ class LinksDisabled(DriveError):
     code = "forbidden"
 
 
-# RFC 9110 media type: type "/" subtype *( OWS ";" OWS name "=" ( token / quoted-string ) ).
-_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
-MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|{_QUOTED}))*")
-MAX_MEDIA_TYPE_BYTES = 255
-
-
-def valid_media_type(value: str) -> bool:
-    """A ``type/subtype`` with optional parameters (RFC 9110), at most 255 bytes."""
-    return len(value.encode("utf-8")) <= MAX_MEDIA_TYPE_BYTES and MEDIA_TYPE.fullmatch(value) is not None
-
-
 def same_media_type(sent: str | None, signed: str) -> bool:
     """A request's ``Content-Type`` against a signed one: type and subtype are case-insensitive."""
     if sent is None:

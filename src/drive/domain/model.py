@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE
+
 CHUNK_SIZE = 1024 * 1024
 """Bytes per chunk digest for new blobs (each record keeps its own, so this may change).
 
@@ -34,6 +36,9 @@ class BlobRecord:
     bytes, packed 32 bytes each. A blob of at most one chunk stores none (``b""``): its
     one digest is ``sha256``. Both are None for blobs stored before digests existed.
     They describe the bytes, not where they are, so a move keeps them.
+
+    ``content_type`` is the media type the blob was stored with (``media_types``); like the
+    bytes it is part of the blob, so a replay must repeat it, and a move keeps it.
     """
 
     id: str
@@ -44,6 +49,7 @@ class BlobRecord:
     storage_key: str
     chunk_size: int | None = None
     chunk_digests: bytes | None = None
+    content_type: str = DEFAULT_CONTENT_TYPE
 
     @property
     def etag(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import os
 import sys
 import uuid
@@ -16,6 +17,7 @@ import anyio.to_thread
 
 from drive.domain.errors import PayloadTooLarge
 from drive.domain.ids import validate_id
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE, validate_media_type
 from drive.entrypoints.cli_output import (
     escaped,
     human_size,
@@ -47,6 +49,7 @@ LIST_PAGE = 1000
 def run_put(args: argparse.Namespace) -> int:
     with about(args.id):
         validate_id(args.id)
+    args.content_type = validate_media_type(args.content_type or guess_content_type(args.file))
     settings = load_settings(args.verbose)
     from_stdin = args.file == "-"
     handle = sys.stdin.buffer if from_stdin else _open_local(args.file)
@@ -65,7 +68,9 @@ async def _put(args: argparse.Namespace, settings: Settings, handle: IO[bytes]) 
     async with opened_service(settings) as service:
         with TransferBar(f"put {escaped(args.id)}", total, enabled=stderr_is_terminal()) as bar, about(args.id):
             chunks = _read_chunks(anyio.wrap_file(handle), name, bar)
-            outcome = await service.store(args.id, chunks, max_size=settings.max_blob_size)
+            outcome = await service.store(
+                args.id, chunks, max_size=settings.max_blob_size, content_type=args.content_type
+            )
     record = outcome.record
     if args.json:
         print_json({**record_json(record), "created": outcome.created})
@@ -74,6 +79,22 @@ async def _put(args: argparse.Namespace, settings: Settings, handle: IO[bytes]) 
     else:
         print(f"already stored {quoted(record.id)} with the same bytes")
     return ExitCode.OK
+
+
+# The standard library's own table only: the system's mime.types differ from machine to machine.
+_TYPES = mimetypes.MimeTypes()
+# A compressed file's bytes are the compressed form (``x.tar.gz`` is gzip, not tar).
+_COMPRESSED = {"gzip": "application/gzip"}
+
+
+def guess_content_type(path: str) -> str:
+    """The content type ``mimetypes`` gives the file name; ``application/octet-stream`` for none or stdin."""
+    if path == "-":
+        return DEFAULT_CONTENT_TYPE
+    guessed, encoding = _TYPES.guess_type(path, strict=False)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, DEFAULT_CONTENT_TYPE)
+    return guessed or DEFAULT_CONTENT_TYPE
 
 
 def _open_local(path: str) -> IO[bytes]:
@@ -234,6 +255,12 @@ def add_commands(
     )
     put.add_argument("id", help="the blob's id")
     put.add_argument("file", help="file to store, or - for standard input")
+    put.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="the blob's media type, served back on raw reads (default: guessed from FILE's name as mimetypes does;"
+        " application/octet-stream for standard input or an unknown extension)",
+    )
     _json_flag(put, "print the stored record as JSON")
     put.set_defaults(handler=run_put)
 
@@ -244,11 +271,15 @@ def add_commands(
 
     ls = commands.add_parser("ls", parents=[common], help="list blob ids in byte order")
     ls.add_argument("--prefix", default="", help="only ids starting with PREFIX")
-    ls.add_argument("-l", "--long", action="store_true", help="size, created_at and backend before each id")
+    ls.add_argument(
+        "-l", "--long", action="store_true", help="size, created_at, backend and content type before each id"
+    )
     _json_flag(ls, "print a JSON array of records")
     ls.set_defaults(handler=run_ls)
 
-    stat = commands.add_parser("stat", parents=[common], help="size, SHA-256, created_at and backend of a blob")
+    stat = commands.add_parser(
+        "stat", parents=[common], help="size, SHA-256, created_at, backend and content type of a blob"
+    )
     stat.add_argument("id", help="the blob's id")
     _json_flag(stat, "print the record as JSON")
     stat.set_defaults(handler=run_stat)
@@ -265,5 +296,6 @@ def _json_flag(parser: argparse.ArgumentParser, text: str) -> None:
 
 _PUT_HELP = (
     "Store FILE (or standard input, with -) as blob ID, streamed to the STORAGE backend. "
-    "Storing the same bytes again under the same id succeeds; different bytes are refused."
+    "Storing the same bytes (and content type) again under the same id succeeds; different bytes, or another"
+    " content type, are refused."
 )

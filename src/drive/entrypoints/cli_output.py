@@ -60,6 +60,7 @@ def record_json(record: BlobRecord) -> dict[str, Any]:
         "created_at": timestamp(record.created_at),
         "backend": record.backend,
         "storage_key": record.storage_key,
+        "content_type": record.content_type,
     }
 
 
@@ -81,12 +82,17 @@ def record_lines(record: BlobRecord) -> list[str]:
         f"created_at:  {timestamp(record.created_at)}",
         f"backend:     {record.backend}",
         f"storage_key: {record.storage_key}",
+        f"type:        {escaped(record.content_type)}",
     ]
 
 
 def long_line(record: BlobRecord) -> str:
-    """One ``ls -l`` line; the id comes last as it may contain spaces."""
-    return f"{record.size:>14}  {timestamp(record.created_at)}  {record.backend:<4}  {escaped(record.id)}"
+    """One ``ls -l`` line; the id comes last as it may contain spaces.
+
+    A content type may hold spaces too (``text/plain; charset=utf-8``): ``--json`` is the form to parse.
+    """
+    kind = escaped(record.content_type)
+    return f"{record.size:>14}  {timestamp(record.created_at)}  {record.backend:<4}  {kind:<24}  {escaped(record.id)}"
 
 
 def counted(count: int, noun: str) -> str:

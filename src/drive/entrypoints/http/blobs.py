@@ -27,8 +27,15 @@ from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
+from drive.domain.media_types import validate_media_type
 from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
+from drive.entrypoints.http.content_headers import (
+    SAFETY_HEADERS,
+    content_disposition,
+    download_name,
+    request_content_type,
+)
 from drive.entrypoints.http.links import link_grant, put_limit
 from drive.entrypoints.http.openapi import (
     BAD_REQUEST,
@@ -38,6 +45,7 @@ from drive.entrypoints.http.openapi import (
     JSON,
     NOT_FOUND,
     OCTET_STREAM,
+    RAW_HEADERS,
     TIMED_OUT,
     TOO_LARGE,
     UNAUTHORIZED,
@@ -86,12 +94,12 @@ _CURSOR = re.compile("[A-Za-z0-9_-]*")
 
 # The parameter keeps its name (and so the `route` label of the metrics); it is the percent-encoded id.
 BLOB_PATH = "/v1/blobs/{blob_path:path}"
-_ETAG = ResponseHeader(name="ETag", description="the quoted SHA-256 hex of the bytes", documentation_only=True)
+_ETAG = ResponseHeader(name="ETag", description=RAW_HEADERS["ETag"], documentation_only=True)
 _LOCATION = ResponseHeader(name="Location", description="`/v1/blobs/<percent-encoded id>`", documentation_only=True)
+# The raw answers' headers; the GET documents them through RetrieveOperation (its 200 is given
+# explicitly, and Litestar puts response_headers on a generated one only).
 _RAW_HEADERS = [
-    _ETAG,
-    ResponseHeader(name="Last-Modified", description="the blob's `created_at`", documentation_only=True),
-    ResponseHeader(name="Accept-Ranges", description="`bytes`", documentation_only=True),
+    ResponseHeader(name=name, description=text, documentation_only=True) for name, text in RAW_HEADERS.items()
 ]
 _STORE_RESPONSES = {
     200: json_body(StoredBlob, "The id already holds these bytes: the original answer (safe retry)."),
@@ -148,13 +156,23 @@ def _wants_raw(request: AnyRequest) -> bool:
     return OCTET_STREAM in accept
 
 
-def _raw_headers(record: BlobRecord) -> dict[str, str]:
-    return {
+def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
+    """The raw answer's headers; a 304 drops the representation's own (type, length, disposition)."""
+    headers = {
         "ETag": record.etag,
         "Last-Modified": format_datetime(record.created_at, usegmt=True),
         "Accept-Ranges": "bytes",
+        "Content-Type": record.content_type,  # as recorded: set here, Litestar would add a charset to text/*
         "Content-Length": str(record.size),
+        **SAFETY_HEADERS,
     }
+    if download is not None:
+        headers["Content-Disposition"] = content_disposition(download)
+    return headers
+
+
+def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k not in ("Content-Type", "Content-Length", "Content-Disposition")}
 
 
 def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
@@ -183,10 +201,11 @@ async def store_json(request: AnyRequest, service: Service, settings: AppSetting
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
     payload = decode_store_request(body)
     validate_id(payload.id)
+    validate_media_type(payload.content_type)
     data = decode_base64(payload.data)
-    blob_id = payload.id
+    blob_id, payload_type = payload.id, payload.content_type
     del body, payload  # the decoded bytes are all we keep
-    outcome = await service.store(blob_id, single_chunk(data), max_size=limit)
+    outcome = await service.store(blob_id, single_chunk(data), max_size=limit, content_type=payload_type)
     return _stored(outcome)
 
 
@@ -199,12 +218,20 @@ async def store_json(request: AnyRequest, service: Service, settings: AppSetting
     response_headers=[_ETAG, _LOCATION],
 )
 async def store_raw(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
-    """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified."""
+    """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified.
+
+    The request's ``Content-Type`` is recorded as the blob's (none: ``application/octet-stream``).
+    """
     blob_id = id_from_request(request)
     limit = put_limit(request, settings.max_blob_size)  # a signed PUT's max_size and content_type
     check_declared_length(request, limit)
+    content_type = request_content_type(request)
     outcome = await service.store(
-        blob_id, body_stream(request), max_size=limit, expected_sha256=expected_sha256(request)
+        blob_id,
+        body_stream(request),
+        max_size=limit,
+        expected_sha256=expected_sha256(request),
+        content_type=content_type,
     )
     return _stored(outcome)
 
@@ -226,13 +253,15 @@ async def store_raw(request: AnyRequest, service: Service, settings: AppSettings
     response_headers=_RAW_HEADERS,
 )
 async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | Stream:
-    record = await service.retrieve.stat(id_from_request(request))
+    """``?download=`` is read by ``download_name`` (declared in the document by ``RetrieveOperation``)."""
+    blob_id = id_from_request(request)
+    name = download_name(request)
+    record = await service.retrieve.stat(blob_id)
     if not _wants_raw(request):
         return await _json_answer(service, record)
-    headers = _raw_headers(record)
+    headers = _raw_headers(record, name)
     if _not_modified(request, record):
-        del headers["Content-Length"]
-        return Response(b"", status_code=304, headers=headers)
+        return Response(b"", status_code=304, headers=_not_modified_headers(headers))
     window = parse_range(request.headers.get("range"), record.size)
     if record.size <= WHOLE_RAW_MAX:
         # Read and verified whole before the status line (a damaged blob is a clean 503), and
@@ -244,11 +273,11 @@ async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | S
         _range_headers(headers, start, end, record.size)
         return Response(data[start:end], status_code=206, media_type=OCTET_STREAM, headers=headers)
     if window is None:
-        return Stream(await _primed(service.retrieve.stream(record)), media_type=OCTET_STREAM, headers=headers)
+        return Stream(await _primed(service.retrieve.stream(record)), headers=headers)
     start, end = window
     _range_headers(headers, start, end, record.size)
     chunks = await _primed(service.retrieve.stream_range(record, start, end))
-    return Stream(chunks, status_code=206, media_type=OCTET_STREAM, headers=headers)
+    return Stream(chunks, status_code=206, headers=headers)
 
 
 def _range_headers(headers: dict[str, str], start: int, end: int, size: int) -> None:
@@ -311,11 +340,12 @@ async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     response_headers=[*_RAW_HEADERS, ResponseHeader(name="Content-Length", documentation_only=True)],
 )
 async def retrieve_head(request: AnyRequest, service: Service) -> Response[None]:
-    record = await service.retrieve.stat(id_from_request(request))
-    headers = _raw_headers(record)
+    blob_id = id_from_request(request)
+    name = download_name(request)
+    record = await service.retrieve.stat(blob_id)
+    headers = _raw_headers(record, name)
     if _not_modified(request, record):
-        del headers["Content-Length"]
-        return _headers_only(304, headers)
+        return _headers_only(304, _not_modified_headers(headers))
     return _headers_only(200, headers)
 
 

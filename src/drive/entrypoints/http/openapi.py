@@ -14,6 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     Components,
     OpenAPIFormat,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -27,7 +28,7 @@ from litestar.openapi.spec import (
 )
 
 from drive.application.links import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, MIN_EXPIRES_IN
-from drive.domain.links import MAX_MEDIA_TYPE_BYTES, MEDIA_TYPE
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_BYTES, MEDIA_TYPE
 from drive.entrypoints.http.errors import ErrorBody
 
 JSON = "application/json"
@@ -46,10 +47,12 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
 # what a pattern cannot say (an id's limit is in bytes of UTF-8; a cursor must be one we issued).
 ID_FORMAT = "drive-id"
 CURSOR_FORMAT = "drive-cursor"
+FILE_NAME_FORMAT = "drive-file-name"  # 1 to 1024 bytes of UTF-8, anything else allowed
 # No control characters (U+0000-U+001F, U+007F); the length in bytes is checked by the server.
 ID_PATTERN = "^[^\\u0000-\\u001F\\u007F]+$"
 # Strict, canonical standard Base64: padding required, the padding bits zero.
-MEDIA_TYPE_PATTERN = MEDIA_TYPE.pattern.join("^$")
+# A media type, as drive.domain.media_types checks it (its pattern is JSON Schema's regex dialect too).
+MEDIA_TYPE_PATTERN = f"^{MEDIA_TYPE}$"
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
 
 
@@ -75,6 +78,16 @@ _STORE_REQUEST = Schema(
             content_encoding="base64",
             pattern=BASE64_PATTERN,
             description='Strict standard Base64 (RFC 4648 §4): padding required, no whitespace; `""` is empty.',
+        ),
+        "content_type": Schema(
+            type=OpenAPIType.STRING,
+            max_length=MAX_CONTENT_TYPE_BYTES,
+            pattern=MEDIA_TYPE_PATTERN,
+            default=DEFAULT_CONTENT_TYPE,
+            description=(
+                "The blob's media type (RFC 9110 `type/subtype` with optional parameters, at most 255 bytes of ASCII),"
+                " served back on raw reads; kept exactly as sent. Part of the blob: a replay must repeat it."
+            ),
         ),
     },
     description="Unknown extra fields are ignored.",
@@ -117,7 +130,7 @@ _LINK_REQUEST = Schema(
                 "max_size": Schema(type=OpenAPIType.INTEGER, minimum=0, description="Largest body accepted, in bytes."),
                 "content_type": Schema(
                     type=OpenAPIType.STRING,
-                    max_length=MAX_MEDIA_TYPE_BYTES,
+                    max_length=MAX_CONTENT_TYPE_BYTES,
                     pattern=MEDIA_TYPE_PATTERN,
                     description="The only `Content-Type` the upload may send (RFC 9110 `type/subtype`).",
                 ),
@@ -145,6 +158,44 @@ _ID = Parameter(
         " Taken from the raw path and decoded once, never normalised (send `.` and `..` as `%2E`)."
     ),
 )
+
+
+_DOWNLOAD = Parameter(
+    name="download",
+    param_in="query",
+    required=False,
+    schema=Schema(
+        type=OpenAPIType.STRING,
+        format=FILE_NAME_FORMAT,  # type: ignore[arg-type]  # OpenAPI allows any format name
+        min_length=1,
+        max_length=1024,
+    ),
+    description=(
+        "Raw answers only: add `Content-Disposition: attachment` with this file name (1 to 1024 bytes of UTF-8;"
+        " control characters become `_`). Checked, and otherwise ignored, on the JSON answer."
+    ),
+)
+# The recorded content type, whatever it is.
+ANY_TYPE = "*/*"
+# Headers of a raw answer (OpenAPI ignores a documented Content-Type header: it is the media type).
+RAW_HEADERS = {
+    "ETag": "the quoted SHA-256 hex of the bytes",
+    "Last-Modified": "the blob's `created_at`",
+    "Accept-Ranges": "`bytes`",
+    "X-Content-Type-Options": "`nosniff`: the recorded `Content-Type` is taken as given, never guessed",
+    "Content-Security-Policy": "`sandbox`: stored HTML or SVG never runs script on this origin",
+    "Content-Disposition": (
+        "with `?download=` only: `attachment; filename=\"<ASCII stand-in>\"; filename*=UTF-8''<percent-encoded name>`"
+        " (RFC 6266, RFC 8187)"
+    ),
+}
+
+
+def _raw_header_docs() -> dict[str, OpenAPIHeader | Reference]:
+    return {
+        name: OpenAPIHeader(description=text, schema=Schema(type=OpenAPIType.STRING))
+        for name, text in RAW_HEADERS.items()
+    }
 
 
 @dataclass
@@ -177,7 +228,11 @@ class StoreRawOperation(BlobOperation):
         super().__post_init__()
         # No body is an empty blob, as with `""` in the JSON store.
         self.request_body = _with_request_body(
-            OCTET_STREAM, _BINARY, "The blob's bytes, streamed; none is an empty blob.", required=False
+            OCTET_STREAM,
+            _BINARY,
+            "The blob's bytes, streamed; none is an empty blob. Any `Content-Type` (RFC 9110 media type, at most"
+            " 255 bytes) is recorded as the blob's and served back on raw reads; none is `application/octet-stream`.",
+            required=False,
         )
 
 
@@ -189,27 +244,31 @@ class LinkOperation(Operation):
 
 @dataclass
 class HeadOperation(BlobOperation):
-    """The raw ``GET``'s headers: its ``Content-Type`` is the raw one, and there is no body."""
+    """The raw ``GET``'s headers: its ``Content-Type`` is the recorded one, and there is no body."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.parameters = [*(self.parameters or []), _DOWNLOAD]
         ok = (self.responses or {}).get("200")
         if isinstance(ok, OpenAPIResponse):
-            ok.content = {OCTET_STREAM: OpenAPIMediaType(schema=_BINARY)}
+            ok.content = {ANY_TYPE: OpenAPIMediaType(schema=_BINARY)}
 
 
 @dataclass
 class RetrieveOperation(BlobOperation):
-    """The JSON answer, or the raw bytes for ``Accept: application/octet-stream``."""
+    """The JSON answer, or the raw bytes (as their recorded content type) for ``Accept: application/octet-stream``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.parameters = [*(self.parameters or []), _DOWNLOAD]
         responses = self.responses or {}
         ok, partial = responses.get("200"), responses.get("206")
         if isinstance(ok, OpenAPIResponse) and ok.content is not None:
-            ok.content[OCTET_STREAM] = OpenAPIMediaType(schema=_BINARY)
+            ok.content[ANY_TYPE] = OpenAPIMediaType(schema=_BINARY)
+            ok.headers = {**_raw_header_docs(), **(ok.headers or {})}
         if isinstance(partial, OpenAPIResponse):
-            partial.content = {OCTET_STREAM: OpenAPIMediaType(schema=_BINARY)}
+            partial.content = {ANY_TYPE: OpenAPIMediaType(schema=_BINARY)}
+            partial.headers = {**_raw_header_docs(), "Content-Range": OpenAPIHeader(description="`bytes a-b/size`")}
 
 
 def json_body(container: type[msgspec.Struct], description: str) -> ResponseSpec:

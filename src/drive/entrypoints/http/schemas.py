@@ -10,12 +10,14 @@ from datetime import datetime
 import msgspec
 
 from drive.domain.errors import InvalidBase64
+from drive.domain.media_types import DEFAULT_CONTENT_TYPE
 from drive.domain.model import BlobRecord
 
 
 class StoreRequest(msgspec.Struct):
     id: str
     data: str
+    content_type: str = DEFAULT_CONTENT_TYPE  # checked by the store (drive.domain.media_types)
 
 
 class StoredBlob(msgspec.Struct):
@@ -25,6 +27,7 @@ class StoredBlob(msgspec.Struct):
     size: str  # decimal string, as in the seed
     created_at: str  # YYYY-MM-DDTHH:MM:SSZ
     sha256: str  # lowercase hex
+    content_type: str  # as stored (v1.1)
 
 
 class BlobWithData(msgspec.Struct):
@@ -46,7 +49,7 @@ def timestamp(moment: datetime) -> str:
 
 
 def stored_blob(record: BlobRecord) -> StoredBlob:
-    return StoredBlob(record.id, str(record.size), timestamp(record.created_at), record.sha256)
+    return StoredBlob(record.id, str(record.size), timestamp(record.created_at), record.sha256, record.content_type)
 
 
 def decode_base64(data: str) -> bytes:
