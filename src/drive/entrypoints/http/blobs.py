@@ -268,10 +268,10 @@ async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | S
         # answered as one body: a stream's machinery costs more than a small blob's bytes.
         data = await service.retrieve.read_all(record)
         if window is None:
-            return Response(data, media_type=OCTET_STREAM, headers=headers)
+            return Response(data, headers=headers)  # the recorded type is among the headers
         start, end = window
         _range_headers(headers, start, end, record.size)
-        return Response(data[start:end], status_code=206, media_type=OCTET_STREAM, headers=headers)
+        return Response(data[start:end], status_code=206, headers=headers)
     if window is None:
         return Stream(await _primed(service.retrieve.stream(record)), headers=headers)
     start, end = window
