@@ -23,6 +23,7 @@ from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
+from drive.entrypoints.http.uploads import uploads_router
 from drive.entrypoints.logs import configure_logging, settings_secrets
 from drive.settings import Settings
 
@@ -107,7 +108,7 @@ def create_app(container: Container | None = None) -> Litestar:
 
     v1 = Router("/", route_handlers=route_handlers, guards=[bearer_guard], security=[BEARER])
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, v1],
+        route_handlers=[healthz, readyz, metrics, v1, uploads_router()],
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "settings": Provide(app_settings, sync_to_thread=False),
