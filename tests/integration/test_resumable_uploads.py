@@ -166,7 +166,7 @@ def cut_patch(url: str, where: str, offset: int, data: bytes, sent: int) -> sock
 async def wait_locked(service: DriveService, upload_id: str) -> Upload:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        upload = await service.uploadsuploads.get(upload_id)
+        upload = await service.uploads.get(upload_id)
         if upload is not None and upload.lock_owner is not None:
             return upload
     raise AssertionError("the PATCH never took the upload's lock")
@@ -274,7 +274,7 @@ async def test_expired_upload_is_404_and_recovery_removes_its_bytes(
     where = create(http, "tus/expired", 10)
     assert patch(http, where, 0, b"01234").status_code == 204
     upload_id = where.rsplit("/", 1)[1]
-    upload = await inspector.uploadsuploads.get(upload_id)
+    upload = await inspector.uploads.get(upload_id)
     assert upload is not None
     assert upload.storage_key in await stored_keys(inspector)
     stack.clock.shift += timedelta(seconds=EXPIRY + 1)
@@ -286,7 +286,7 @@ async def test_expired_upload_is_404_and_recovery_removes_its_bytes(
         report = await inspector.recover(sweep_orphans=False)
         assert report.uploads_forgotten >= 1
         assert upload.storage_key not in await stored_keys(inspector)
-        assert await inspector.uploadsuploads.get(upload_id) is None
+        assert await inspector.uploads.get(upload_id) is None
     finally:
         stack.clock.shift -= timedelta(seconds=EXPIRY + 1)
     assert http.get("/v1/blobs/tus/expired").status_code == 404
@@ -295,7 +295,7 @@ async def test_expired_upload_is_404_and_recovery_removes_its_bytes(
 async def test_termination_is_204_and_removes_the_bytes(http: httpx.Client, inspector: DriveService) -> None:
     where = create(http, "tus/terminated", 10)
     assert patch(http, where, 0, b"01234").status_code == 204
-    upload = await inspector.uploadsuploads.get(where.rsplit("/", 1)[1])
+    upload = await inspector.uploads.get(where.rsplit("/", 1)[1])
     assert upload is not None
     response = http.delete(where)
     assert response.status_code == 204
@@ -308,7 +308,7 @@ async def test_termination_is_204_and_removes_the_bytes(http: httpx.Client, insp
 async def test_final_patch_meeting_other_bytes_is_409(http: httpx.Client, inspector: DriveService) -> None:
     where = create(http, "tus/taken", 10)
     assert patch(http, where, 0, b"01234").status_code == 204
-    upload = await inspector.uploadsuploads.get(where.rsplit("/", 1)[1])
+    upload = await inspector.uploads.get(where.rsplit("/", 1)[1])
     assert upload is not None
     assert http.put("/v1/blobs/tus/taken", content=b"other bytes").status_code == 201
     response = patch(http, where, 5, b"56789")

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import cast
 
 from litestar import Response, Router, delete, head, patch, post, route
 from litestar.datastructures import ResponseHeader
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from drive.domain.errors import DriveError, InvalidId, InvalidRequest
@@ -153,6 +163,80 @@ def _empty(status: int, headers: dict[str, str]) -> Response[None]:
     return cast("Response[None]", Response(b"", status_code=status, headers=headers))
 
 
+# -- what the OpenAPI document cannot infer (the handlers read these headers themselves) -------
+
+
+def _header(name: str, description: str, schema: Schema, required: bool = True) -> Parameter:
+    return Parameter(name=name, param_in="header", required=required, schema=schema, description=description)
+
+
+_NUMBER = Schema(type=OpenAPIType.STRING, pattern="^[0-9]{1,19}$")
+_TUS_RESUMABLE = _header(
+    "Tus-Resumable", "The protocol version: `1.0.0`.", Schema(type=OpenAPIType.STRING, enum=["1.0.0"])
+)
+_CHECKSUM = _header(
+    "Upload-Checksum",
+    "`sha256 <Base64 of the body's SHA-256>`; a mismatch is `460` and appends nothing.",
+    Schema(type=OpenAPIType.STRING, pattern="^sha256 [A-Za-z0-9+/]{43}=$"),
+    required=False,
+)
+_PIECE = RequestBody(
+    content={
+        OFFSET_OCTET_STREAM: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))
+    },
+    description="The next bytes of the upload, streamed.",
+)
+_UPLOAD_ID = Parameter(
+    name="upload_id",
+    param_in="path",
+    required=True,
+    schema=Schema(type=OpenAPIType.STRING, pattern="^[A-Za-z0-9_-]{1,64}$"),
+    description="The id from the creating `POST`'s `Location` (unguessable).",
+)
+
+
+@dataclass
+class TusOperation(Operation):
+    """Every tus operation: ``Tus-Resumable`` required, the upload id as the service makes them."""
+
+    def __post_init__(self) -> None:
+        kept = [p for p in self.parameters or [] if not (isinstance(p, Parameter) and p.name == "upload_id")]
+        with_id = [_UPLOAD_ID] if self.parameters and len(kept) != len(self.parameters) else []
+        self.parameters = [*with_id, *kept, _TUS_RESUMABLE]
+
+
+@dataclass
+class CreateOperation(TusOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.parameters = [
+            *(self.parameters or []),
+            _header("Upload-Length", "The blob's size in bytes.", _NUMBER),
+            _header(
+                "Upload-Metadata",
+                "Comma-separated `key <Base64 value>` pairs: `id` (required) names the blob;"
+                " `content_type` or `filetype` is optional.",
+                Schema(type=OpenAPIType.STRING, max_length=_MAX_METADATA),
+            ),
+            _CHECKSUM,
+        ]
+        self.request_body = RequestBody(
+            content=_PIECE.content, description="Optional (creation-with-upload): the first bytes.", required=False
+        )
+
+
+@dataclass
+class AppendOperation(TusOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.parameters = [
+            *(self.parameters or []),
+            _header("Upload-Offset", "The upload's current offset (from `HEAD`).", _NUMBER),
+            _CHECKSUM,
+        ]
+        self.request_body = _PIECE
+
+
 # -- routes -----------------------------------------------------------------------------------
 
 _TUS_412 = error("`invalid_request`: `Tus-Resumable` is missing or not `1.0.0` (with `Tus-Version`)")
@@ -167,6 +251,7 @@ _OFFSET = ResponseHeader(name="Upload-Offset", description="bytes received durab
     "/v1/uploads",
     status_code=201,
     summary="Create a resumable upload (tus creation, creation-with-upload)",
+    operation_class=CreateOperation,
     responses={
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
@@ -219,6 +304,7 @@ def _has_body(request: AnyRequest) -> bool:
 @head(
     UPLOAD_PATH,
     summary="How much of an upload arrived (tus)",
+    operation_class=TusOperation,
     responses={
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
@@ -244,6 +330,7 @@ async def upload_status(request: AnyRequest, service: Service) -> Response[None]
     UPLOAD_PATH,
     status_code=204,
     summary="Append to an upload (tus); the last byte commits the blob",
+    operation_class=AppendOperation,
     responses={
         204: no_body("Appended (and, with the last byte, committed); `Upload-Offset` is the new offset."),
         400: BAD_REQUEST,
@@ -276,6 +363,7 @@ async def append_upload(request: AnyRequest, service: Service) -> Response[None]
     UPLOAD_PATH,
     status_code=204,
     summary="End an upload (tus termination); its bytes go",
+    operation_class=TusOperation,
     responses={
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
