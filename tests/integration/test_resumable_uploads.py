@@ -27,6 +27,7 @@ from drive.application.service import DriveService
 from drive.container import Container
 from drive.domain.model import Upload
 from tests.integration.backends import BackendUnderTest, make_backend
+from tests.integration.cli_helpers import Drive
 from tests.integration.live import AUTH, READ_TOKEN, LiveServer, ServerProcess
 
 # s3 and ftp join with their PieceStaging (a parameter each).
@@ -403,3 +404,31 @@ def test_resumed_on_a_second_process_after_sigkill(stack: Stack, tmp_path: Path)
         first.kill()
         if second is not None:
             second.kill()
+
+
+# -- operators: drive uploads, drive uploads rm, fsck ------------------------------------------
+
+
+async def test_cli_lists_and_ends_uploads_and_fsck_reports_them(
+    stack: Stack, http: httpx.Client, tmp_path: Path, inspector: DriveService
+) -> None:
+    where = create(http, "tus/cli listed", 10)
+    assert patch(http, where, 0, b"0123").status_code == 204
+    upload_id = where.rsplit("/", 1)[1]
+    upload = await inspector.uploads.get(upload_id)
+    assert upload is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "STORAGE", "S3_", "FTP_"))}
+    drive = Drive({**env, **stack.backend.env, "UPLOAD_EXPIRY_SECONDS": str(EXPIRY)}, tmp_path)
+    listed = drive("uploads", "--json").ok().json()
+    mine = [item for item in listed if item["upload"] == upload_id]
+    assert len(mine) == 1
+    assert (mine[0]["id"], mine[0]["offset"], mine[0]["length"]) == ("tus/cli listed", 4, 10)
+    assert mine[0]["expires"].endswith("Z")
+    assert any(line.startswith(upload_id) and "4/10" in line for line in drive("uploads").ok().text.splitlines())
+    fsck = drive("fsck", "--json").json()
+    assert upload_id in {item["upload"] for item in fsck["uploads_in_progress"]}
+    assert ("tus/cli listed", 4) in {(item["id"], item["offset"]) for item in fsck["uploads_in_progress"]}
+    assert drive("uploads", "rm", upload_id).ok().text.strip() == f"removed upload {upload_id}"
+    assert http.head(where).status_code == 404
+    assert upload.storage_key not in await stored_keys(inspector)
+    drive("uploads", "rm", upload_id).fails(1, "no such upload")
