@@ -118,15 +118,14 @@ class FilesystemBlobRepository:
         try:
             # Hops to the worker thread cost more than small writes: pieces are gathered to
             # about READ_CHUNK first, so memory stays at one such buffer plus one chunk.
+            # The caller's stream may raise anything (OSError too): it propagates unchanged.
             async for chunk in chunks:
                 buffer += chunk
                 written += len(chunk)
                 if len(buffer) >= READ_CHUNK:
-                    await anyio.to_thread.run_sync(handle.write, bytes(buffer))
+                    await _on_disk(handle.write, bytes(buffer))
                     buffer.clear()
-            await anyio.to_thread.run_sync(_write_and_sync, handle, bytes(buffer))
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+            await _on_disk(_write_and_sync, handle, bytes(buffer))
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(handle.close)
@@ -292,6 +291,14 @@ def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
     final.parent.mkdir(exist_ok=True)
     os.replace(staging, final)
     _fsync_dir(final.parent)
+
+
+async def _on_disk(call: Callable[..., object], *args: object) -> None:
+    """A write in a worker thread; the disk failing is the backend being unavailable."""
+    try:
+        await anyio.to_thread.run_sync(call, *args)
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
 
 
 def _create_empty(path: Path) -> None:
