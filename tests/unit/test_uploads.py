@@ -243,3 +243,17 @@ async def test_fs_pieces_replace_leftovers_and_seal_idempotently(tmp_path: Path)
     assert b"".join([c async for c in fs.read(key)]) == b"hello world"
     await fs.delete(key)
     assert [k async for k in fs.list_keys()] == []
+
+
+async def test_a_failed_creation_with_upload_leaves_nothing(
+    uploads: Uploads, metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository
+) -> None:
+    with pytest.raises(PieceChecksumMismatch):
+        await uploads.create(
+            "blob/8", 10, max_size=MAX, body=single_chunk(b"0123"), checksum=hashlib.sha256(b"x").digest()
+        )
+    assert not metadata.uploads and not metadata.pending and not blobs.staged
+    created = await uploads.create("blob/8", 10, max_size=MAX, body=single_chunk(b"0123"))
+    assert created.offset == 4 and not created.completed
+    with pytest.raises(PayloadTooLarge):  # announced past the length: refused before reading
+        await uploads.append(created.id, 4, failing(b""), declared=7)

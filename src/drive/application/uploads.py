@@ -198,22 +198,38 @@ class Uploads:
             elif length == 0:
                 await self._finalize(upload, BlobHash())
                 completed = True
-        finally:
-            await self._uploads.release_upload(upload.id, owner, completed=completed)
+        except BaseException:
+            # The client never learns this upload's URL: a failed creation leaves nothing behind.
+            await self._uploads.remove_upload(upload.id)
+            self._hashes.pop(upload.id, None)
+            await self.protocol.discard(backend, upload.storage_key)
+            raise
+        await self._uploads.release_upload(upload.id, owner, completed=completed)
         return replace(upload, completed=completed, lock_owner=None, lock_until=None)
 
     # -- append ---------------------------------------------------------------------------
 
     async def append(
-        self, upload_id: str, offset: int, chunks: AsyncIterable[bytes], *, checksum: bytes | None = None
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        *,
+        checksum: bytes | None = None,
+        declared: int | None = None,
     ) -> Upload:
-        """Append one piece at ``offset``; the last piece commits the blob. Returns the upload after it."""
+        """Append one piece at ``offset``; the last piece commits the blob. Returns the upload after it.
+
+        ``declared``: the body's announced size, refused at once if it goes past the upload's length.
+        """
         upload, owner = await self._claim(upload_id)
         completed = upload.completed
         try:
-            if upload.completed or offset != upload.offset:
-                if offset != upload.offset:
-                    raise UploadConflict(f"Upload-Offset is {offset} but the upload has {upload.offset} bytes")
+            if offset != upload.offset:
+                raise UploadConflict(f"Upload-Offset is {offset} but the upload has {upload.offset} bytes")
+            if declared is not None and declared > upload.length - upload.offset:
+                raise PayloadTooLarge("the body goes past the upload's length")
+            if upload.completed:
                 await _drain_empty(chunks)
                 return upload
             upload, completed = await self._append_claimed(upload, owner, offset, chunks, checksum)

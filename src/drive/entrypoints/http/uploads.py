@@ -350,12 +350,15 @@ async def upload_status(request: AnyRequest, service: Service) -> Response[None]
     },
     response_headers=[_OFFSET, _EXPIRES],
 )
-async def append_upload(request: AnyRequest, service: Service) -> Response[None]:
+async def append_upload(request: AnyRequest, service: Service, settings: AppSettings) -> Response[None]:
     if request.headers.get("content-type", "").lower() != OFFSET_OCTET_STREAM:
         raise NotOffsetStream(f"Content-Type must be {OFFSET_OCTET_STREAM}")
     offset = _number(request, "upload-offset")
     checksum = parse_checksum(request.headers.get("upload-checksum"))
-    upload = await service.uploads.append(_upload_id(request), offset, body_stream(request), checksum=checksum)
+    declared = declared_length(request.headers.get("content-length"), settings.max_blob_size)
+    upload = await service.uploads.append(
+        _upload_id(request), offset, body_stream(request), checksum=checksum, declared=declared
+    )
     return _empty(204, _state_headers(upload))
 
 
