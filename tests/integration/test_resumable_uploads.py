@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from dependency_injector import providers
@@ -170,6 +171,7 @@ async def wait_locked(service: DriveService, upload_id: str) -> Upload:
         upload = await service.uploads.get(upload_id)
         if upload is not None and upload.lock_owner is not None:
             return upload
+        await anyio.sleep(0.02)  # polling the store, not waiting out a lease
     raise AssertionError("the PATCH never took the upload's lock")
 
 
@@ -380,26 +382,42 @@ def test_protocol_errors(http: httpx.Client) -> None:
 # -- a server process killed mid-PATCH, resumed on another ------------------------------------
 
 
-def test_resumed_on_a_second_process_after_sigkill(stack: Stack, tmp_path: Path) -> None:
-    env = {**stack.backend.env, "UPLOAD_LEASE_SECONDS": "2"}
+async def test_interrupted_twice_then_resumed_on_a_second_process(
+    stack: Stack, tmp_path: Path, inspector: DriveService
+) -> None:
+    """The same upload: its connection killed mid-PATCH, then its server SIGKILLed mid-PATCH; tuspy finishes it."""
+    env = {**stack.backend.env, "UPLOAD_EXPIRY_SECONDS": str(EXPIRY), "UPLOAD_LEASE_SECONDS": "2"}
     first = ServerProcess(env, tmp_path).start()
     second: ServerProcess | None = None
     try:
         path, data = random_file(tmp_path, 30 * MIB)
-        upload = uploader(first.url, path, "tus/killed")
-        upload.upload(stop_at=15 * MIB)
+        upload = uploader(first.url, path, "tus/twice")
+        upload.upload(stop_at=10 * MIB)
         where = upload.url.removeprefix(first.url)
-        sock = cut_patch(first.url, where, 15 * MIB, data[15 * MIB : 20 * MIB], 3 * MIB)
+        upload_id = where.rsplit("/", 1)[1]
+
+        sock = cut_patch(first.url, where, 10 * MIB, data[10 * MIB : 15 * MIB], 2 * MIB)
+        await wait_locked(inspector, upload_id)
+        sock.close()  # 1: the client's connection dies mid-PATCH
+        resumed = uploader(first.url, path, "tus/twice", upload_url=upload.url)
+        assert resumed.offset == 10 * MIB
+        resumed.upload(stop_at=20 * MIB)
+
+        sock = cut_patch(first.url, where, 20 * MIB, data[20 * MIB : 25 * MIB], 3 * MIB)
         try:
-            first.kill()  # SIGKILL mid-PATCH: its lock lapses after the lease
+            await wait_locked(inspector, upload_id)
+            first.kill()  # 2: SIGKILL mid-PATCH; its lock lapses after the lease
         finally:
             sock.close()
-        second = ServerProcess(env, tmp_path).start()
-        resumed = uploader(second.url, path, "tus/killed", upload_url=f"{second.url}{where}")
-        assert resumed.offset == 15 * MIB
+
+        second = ServerProcess(env, tmp_path).start()  # another process (on PostgreSQL: shared metadata)
+        resumed = uploader(second.url, path, "tus/twice", upload_url=f"{second.url}{where}")
+        assert resumed.offset == 20 * MIB
         resumed.upload()
         with httpx.Client(base_url=second.url, headers=AUTH, timeout=60) as client:
-            assert read_back(client, "tus/killed") == data
+            assert read_back(client, "tus/twice") == data
+            etag = client.head("/v1/blobs/tus/twice").headers["etag"]
+            assert etag == f'"{hashlib.sha256(data).hexdigest()}"'
     finally:
         first.kill()
         if second is not None:
