@@ -185,9 +185,8 @@ class Uploads:
             state = await staging.begin_pieces(upload.storage_key)
             if not await self._uploads.advance_upload(upload.id, owner, 0, state):
                 raise StorageUnavailable("the new upload's lock was lost")
-        except BaseException:
-            await self._uploads.remove_upload(upload.id)
-            await self.protocol.discard(backend, upload.storage_key)
+        except Exception:
+            await self._abandon(upload)
             raise
         upload = replace(upload, state=state)
         self._remember(upload.id, 0, BlobHash())
@@ -198,14 +197,24 @@ class Uploads:
             elif length == 0:
                 await self._finalize(upload, BlobHash())
                 completed = True
-        except BaseException:
+        except Exception:
             # The client never learns this upload's URL: a failed creation leaves nothing behind.
-            await self._uploads.remove_upload(upload.id)
-            self._hashes.pop(upload.id, None)
-            await self.protocol.discard(backend, upload.storage_key)
+            # (Cancelled, it leaves an upload nobody resumes: recovery takes it once it expires.)
+            await self._abandon(upload)
             raise
         await self._uploads.release_upload(upload.id, owner, completed=completed)
         return replace(upload, completed=completed, lock_owner=None, lock_until=None)
+
+    async def _abandon(self, upload: Upload) -> None:
+        """Forget an upload and its bytes, unless they are its blob's now (completed, or a commit
+        that landed just before a crash or a late error, before the upload was marked)."""
+        await self._uploads.remove_upload(upload.id)
+        self._hashes.pop(upload.id, None)
+        if upload.completed:
+            return
+        committed = await self._metadata.get(upload.blob_id)
+        if committed is None or committed.storage_key != upload.storage_key:
+            await self.protocol.discard(upload.backend, upload.storage_key)
 
     # -- append ---------------------------------------------------------------------------
 
@@ -358,19 +367,14 @@ class Uploads:
     async def terminate(self, upload_id: str) -> None:
         """End an upload: its staged bytes go (a committed blob stays)."""
         upload, _owner = await self._claim(upload_id)
-        await self._uploads.remove_upload(upload_id)
-        self._hashes.pop(upload_id, None)
-        if not upload.completed:
-            await self.protocol.discard(upload.backend, upload.storage_key)
+        await self._abandon(upload)
 
     async def remove(self, upload_id: str) -> None:
         """``terminate`` for operators: also when a request is appending (its lock is ignored)."""
         upload = await self._uploads.get_upload(upload_id)
         if upload is None:
             raise UploadNotFound("no such upload")
-        await self._uploads.remove_upload(upload_id)
-        if not upload.completed:
-            await self.protocol.discard(upload.backend, upload.storage_key)
+        await self._abandon(upload)
 
     async def page(self, after: str | None = None, limit: int = PAGE) -> UploadPage:
         items = await self._uploads.uploads_page(after, limit)
