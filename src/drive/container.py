@@ -31,6 +31,7 @@ from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.service import DriveService
 from drive.application.store_blob import StoreBlob
+from drive.application.uploads import Uploads
 from drive.domain.backends import Backends
 from drive.domain.errors import ConfigurationError
 from drive.domain.links import Keyring
@@ -72,6 +73,10 @@ def _lease(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.upload_lease_seconds)
 
 
+def _upload_expiry(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.upload_expiry_seconds)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
     clock = providers.Object(utc_now)
@@ -104,9 +109,12 @@ class Container(containers.DeclarativeContainer):
     retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends)
     delete_blob = providers.Singleton(DeleteBlob, protocol)
     list_blobs = providers.Singleton(ListBlobs, metadata)
-    recover = providers.Singleton(Recover, protocol)
+    # Resumable uploads live in the metadata store: the same object serves both ports.
+    upload_repository = providers.Callable(lambda metadata: metadata, metadata)
+    uploads = providers.Singleton(Uploads, protocol, upload_repository, providers.Callable(_upload_expiry, settings))
+    recover = providers.Singleton(Recover, protocol, upload_repository)
     migrate_blobs = providers.Singleton(MigrateBlobs, protocol, fan_out)
-    check_store = providers.Singleton(CheckStore, protocol, retrieve_blob, recover, delete_blob)
+    check_store = providers.Singleton(CheckStore, protocol, retrieve_blob, recover, delete_blob, upload_repository)
 
     service = providers.Singleton(
         DriveService,
@@ -119,6 +127,7 @@ class Container(containers.DeclarativeContainer):
         recover=recover,
         migrate=migrate_blobs,
         check=check_store,
+        uploads=uploads,
     )
 
     # Signed links: stateless, from SIGNING_KEYS and the clock (tests override the clock to expire them).

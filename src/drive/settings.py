@@ -90,6 +90,7 @@ class Settings(_EnvStruct, frozen=True, rename="upper"):
     max_blob_size: PositiveInt = 5 * 1024**3
     max_json_blob_size: PositiveInt = 32 * 1024**2
     upload_lease_seconds: PositiveFloat = 60.0
+    upload_expiry_seconds: PositiveFloat = 86400.0  # a resumable upload untouched this long expires
     recovery_interval_seconds: PositiveFloat = 300.0
     log_level: str = "INFO"
     # Wire limits (entrypoints/http/wire.py): no client holds the server with slow or huge input.

@@ -158,7 +158,11 @@ def test_parameters_are_declared(openapi: dict[str, Any]) -> None:
     limit = listing["limit"]["schema"]
     assert (limit["type"], limit["minimum"], limit["maximum"], limit["default"]) == ("integer", 1, 1000, 100)
     for method, path, operation in operations(openapi):
-        if path.startswith("/v1/blobs/"):
+        if path.startswith("/v1/uploads"):
+            names = {(p["name"], p["in"], p["required"]) for p in operation["parameters"]}
+            assert ("Tus-Resumable", "header", True) in names, (method, path)
+            assert path == "/v1/uploads" or ("upload_id", "path", True) in names, (method, path)
+        elif path.startswith("/v1/blobs/"):
             blob_id, *query = operation["parameters"]
             if method in ("GET", "HEAD"):
                 (download,) = query

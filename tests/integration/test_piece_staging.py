@@ -9,7 +9,9 @@ part, ``PART`` the part size the S3 backend cuts pieces at.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Protocol, cast
@@ -26,7 +28,7 @@ from tests.integration.servers.s3 import MotoServer, s3_client
 
 pytestmark = pytest.mark.anyio
 
-STAGING_PARAMS = ["s3-path", "ftp", "ftps"]
+STAGING_PARAMS = ["fs", "db-sqlite", "s3-path", "ftp", "ftps"]
 MIB = 1024 * 1024
 PART = DEFAULT_PART_SIZE
 STATE_LIMIT = 64 * 1024
@@ -57,8 +59,38 @@ def _ftp_leftovers(backend: BackendUnderTest) -> set[str]:
     return found
 
 
+def _fs_leftovers(backend: BackendUnderTest) -> set[str]:
+    """Every file under the directory, and every directory but the layout's own."""
+    root = Path(backend.env["FS_BASE_PATH"])
+    found = set()
+    for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
+        layout = name in ("objects", "staging") or (path.parent.name == "objects" and is_shard(path.name))
+        if not (path.is_dir() and layout):
+            found.add(name)
+    return found
+
+
+def _db_leftovers(backend: BackendUnderTest) -> set[str]:
+    """Each object row, and chunk rows of no object (SQLite: read with the standard library, not the adapter).
+
+    A blob is one object row and its chunk rows; rows of a removed object must be gone with it.
+    """
+    url = backend.env["BLOB_DATABASE_URL"]
+    assert url.startswith("sqlite:///"), url
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+        objects = {key for (key,) in db.execute("SELECT storage_key FROM drive_blob_objects")}
+        chunks = set(db.execute("SELECT storage_key, seq FROM drive_blob_chunks"))
+    return {f"object {key}" for key in objects} | {f"chunk {key}/{seq}" for key, seq in chunks if key not in objects}
+
+
 # What each kind of backend holds in its own terms: nothing may be left after ``delete``.
-LEFTOVERS: dict[str, Callable[[BackendUnderTest], set[str]]] = {"s3": _s3_leftovers, "ftp": _ftp_leftovers}
+LEFTOVERS: dict[str, Callable[[BackendUnderTest], set[str]]] = {
+    "fs": _fs_leftovers,
+    "db": _db_leftovers,
+    "s3": _s3_leftovers,
+    "ftp": _ftp_leftovers,
+}
 
 
 class Staged:

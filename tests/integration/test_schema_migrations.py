@@ -69,7 +69,7 @@ R0002_BLOBS = {
 R0002_CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # the fixed clock they were stored with
 R0002_CHUNKED = "nested/path/bytes.bin"  # stored with 64-byte chunks: four digests
 VERSION_TABLES = {"drive_alembic_metadata", "drive_alembic_blobs"}
-HEADS = {"metadata": "0003", "blobs": "0001"}  # metadata 0002: chunk digests, 0003: content type
+HEADS = {"metadata": "0004", "blobs": "0001"}  # metadata 0002: chunk digests, 0003: content type, 0004: uploads
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ async def test_r0002_database_upgrades_with_every_blob_readable(kind: str, url: 
     finally:
         await service.close()
 
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0004",)]
     assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
     assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
 
@@ -301,7 +301,7 @@ async def test_v1_database_upgrades_with_every_blob_readable(v1_url: str) -> Non
         await blobs.close()
 
     # Stamped, not re-created: one row per chain, and the old guard is still there for old releases.
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0004",)]
     assert await rows(url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert await rows(url, "SELECT version FROM drive_schema") == [(1,)]
     assert await SchemaMigrations(url, backends=["db"]).current() == HEADS
@@ -349,7 +349,7 @@ async def test_fresh_database_reaches_head_with_the_v1_schema(
 
     legacy = fresh_url(kind, tmp_path, request, name="legacy")
     await load_v1(legacy)
-    await SchemaMigrations(legacy, backends=["db"]).upgrade()  # 0001 stamped, then 0002 and 0003 run
+    await SchemaMigrations(legacy, backends=["db"]).upgrade()  # 0001 stamped, then 0002, 0003 and 0004 run
     shapes = []
     for target in (url, legacy):
         engine = create_engine(target)
@@ -361,7 +361,14 @@ async def test_fresh_database_reaches_head_with_the_v1_schema(
         finally:
             await engine.dispose()
     assert shapes[0] == shapes[1]
-    assert set(shapes[0]) == {"drive_blobs", "drive_pending", "drive_schema", "drive_blob_objects", "drive_blob_chunks"}
+    assert set(shapes[0]) == {
+        "drive_blobs",
+        "drive_pending",
+        "drive_schema",
+        "drive_uploads",
+        "drive_blob_objects",
+        "drive_blob_chunks",
+    }
 
 
 async def test_blob_tables_may_live_in_their_own_database(
@@ -371,7 +378,7 @@ async def test_blob_tables_may_live_in_their_own_database(
     migrations = SchemaMigrations(url, blob_url)
     await migrations.upgrade()
     assert await migrations.current() == HEADS
-    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
+    assert await rows(url, "SELECT version_num FROM drive_alembic_metadata") == [("0004",)]
     assert await rows(blob_url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     for found in (url, blob_url):
         engine = create_engine(found)
@@ -438,16 +445,16 @@ def test_drive_db_current_and_upgrade(kind: str, url: str, tmp_path: Path) -> No
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, DRIVE_BACKENDS="fs,db"), tmp_path)
     before = drive("db", "current").ok()
     assert before.text.splitlines() == [
-        "metadata  none   head is 0003: run drive db upgrade",
+        "metadata  none   head is 0004: run drive db upgrade",
         "blobs     none   head is 0001: run drive db upgrade",
     ]
-    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0003   at head", "blobs     0001   at head"]
+    assert drive("db", "upgrade").ok().text.splitlines() == ["metadata  0004   at head", "blobs     0001   at head"]
     assert drive("db", "current", "--json").ok().json() == {
-        "metadata": {"revision": "0003", "head": "0003"},
+        "metadata": {"revision": "0004", "head": "0004"},
         "blobs": {"revision": "0001", "head": "0001"},
     }
     # Without the db backend only the metadata store is reported.
-    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0003   at head"]
+    assert drive("db", "current", env={"DRIVE_BACKENDS": "fs"}).ok().text.splitlines() == ["metadata  0004   at head"]
 
 
 def test_drive_db_on_a_v1_database_then_every_blob_is_served(v1_url: str, tmp_path: Path) -> None:
@@ -455,7 +462,7 @@ def test_drive_db_on_a_v1_database_then_every_blob_is_served(v1_url: str, tmp_pa
     anyio.run(load_v1, url)
     drive = Drive(cli_env(tmp_path, DATABASE_URL=url, STORAGE="db"), tmp_path)
     assert drive("db", "current").ok().text.splitlines() == [
-        "metadata  0001   head is 0003: run drive db upgrade",
+        "metadata  0001   head is 0004: run drive db upgrade",
         "blobs     0001   at head",
     ]
     drive("db", "upgrade").ok()
@@ -502,15 +509,16 @@ def test_replicas_starting_together_upgrade_once(kind: str, url: str, tmp_path: 
     for process, (stdout, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr, stderr
-        assert stdout.splitlines() == ["metadata  0003   at head", "blobs     0001   at head"]
+        assert stdout.splitlines() == ["metadata  0004   at head", "blobs     0001   at head"]
     logs = "".join(stderr for _, stderr in outputs)
     # Alembic logs each revision it runs: each chain's 0001 ran in exactly one process,
     # and no process tripped over another's half-built schema (a failed try is retried).
     assert logs.count("Running upgrade  -> 0001") == 2, logs
     assert logs.count("Running upgrade 0001 -> 0002") == 1, logs
     assert logs.count("Running upgrade 0002 -> 0003") == 1, logs
+    assert logs.count("Running upgrade 0003 -> 0004") == 1, logs
     assert "retrying" not in logs, logs
-    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0003",)]
+    assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_metadata") == [("0004",)]
     assert anyio.run(rows, url, "SELECT version_num FROM drive_alembic_blobs") == [("0001",)]
     assert anyio.run(rows, url, "SELECT version FROM drive_schema") == [(1,)]
 
@@ -532,7 +540,14 @@ async def test_fresh_mariadb_reaches_head_with_its_own_types(mariadb_url: str) -
             assert await conn.run_sync(_model_differences) == []
     finally:
         await engine.dispose()
-    assert set(shape) == {"drive_blobs", "drive_pending", "drive_schema", "drive_blob_objects", "drive_blob_chunks"}
+    assert set(shape) == {
+        "drive_blobs",
+        "drive_pending",
+        "drive_schema",
+        "drive_uploads",
+        "drive_blob_objects",
+        "drive_blob_chunks",
+    }
     columns = {(table, c[0]): c[1] for table, found in shape.items() for c in found["columns"]}
     # Ids are their UTF-8 bytes (byte order; 1024 bytes index within InnoDB's limit); chunks fit 1 MiB and more.
     assert columns["drive_blobs", "id"] == columns["drive_pending", "blob_id"] == "VARBINARY(1024)"

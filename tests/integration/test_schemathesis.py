@@ -69,6 +69,12 @@ def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> No
         str(report),
         "--request-timeout",
         "30",
+        # The tus routes answer by the tus protocol, which Schemathesis's checks contradict: a
+        # missing or other Tus-Resumable is 412 (they want 400/422), and the bodies are
+        # application/offset+octet-stream. test_resumable_uploads.py covers them with tuspy
+        # and every error case; test_openapi.py keeps their documented statuses exact.
+        "--exclude-path-regex",
+        "^/v1/uploads",
     ]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     output = result.stdout[-8000:] + result.stderr[-2000:]
@@ -80,7 +86,7 @@ def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> No
     assert run["errors"] == [], output
     assert run["test_cases"]["with_failures"] == 0, output
     assert run["test_cases"]["generated"] > 200, output
-    assert run["operations"] == {**run["operations"], "total": 7, "selected": 7, "tested": 7, "errored": 0}
+    assert run["operations"] == {**run["operations"], "total": 11, "selected": 7, "tested": 7, "errored": 0}
     assert {phase: run["phases"][phase]["status"] for phase in ("coverage", "fuzzing", "stateful")} == {
         "coverage": "success",
         "fuzzing": "success",

@@ -10,7 +10,9 @@ Tables (separate from the metadata tables, so both may share one database or not
 
 A write stages the object row, commits each chunk in its own short transaction (no
 transaction or SQLite write lock is held while waiting on the client), then flips
-``published``. A chunk is only inserted while its staged object row exists (locked
+``published``. A resumable upload (``PieceStaging``) stages the object row the same way and
+appends pieces as chunk rows, rewriting the last partial row and dropping any row past the
+durable offset; sealing flips ``published``. A chunk is only inserted while its staged object row exists (locked
 ``FOR SHARE`` on PostgreSQL, ``LOCK IN SHARE MODE`` on MariaDB/MySQL), so a concurrent
 ``delete`` can never leave orphan chunks.
 
@@ -52,6 +54,7 @@ from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from drive.adapters import piece_length
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, SqlDatabase
 from drive.adapters.sql_schema import BLOBS, upgrade
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
@@ -247,6 +250,110 @@ class DatabaseBlobRepository:
             if result.rowcount != 1:
                 raise StorageUnavailable(f"write to storage key {key} was aborted: its staged bytes were removed")
 
+    # -- PieceStaging -------------------------------------------------------------------
+
+    async def begin_pieces(self, key: str) -> str:
+        await self._stage(checked_key(key))
+        return piece_length.INITIAL
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        piece_length.checked(state, offset)
+        key = checked_key(key)
+        size = await self._staged_chunk_size(key)
+        seq, keep = divmod(offset, size)
+        # The durable bytes of the last, partial row are the head of the first row written
+        # now; rows past it can only be an interrupted append's leftovers.
+        buffer = bytearray(await self._cut_after(key, seq, keep))
+        written = 0
+        async for piece in chunks:
+            written += len(piece)
+            buffer += piece
+            while len(buffer) >= size:
+                with memoryview(buffer) as view:
+                    row = bytes(view[:size])
+                del buffer[:size]
+                await self._replace_chunk(key, seq, row)
+                seq += 1
+        if buffer:
+            await self._replace_chunk(key, seq, bytes(buffer))
+        return written, piece_length.after(offset, written)
+
+    async def _staged_chunk_size(self, key: str) -> int:
+        async with self._connect("read") as conn:
+            size = (
+                await conn.execute(
+                    select(blob_objects.c.chunk_size).where(
+                        blob_objects.c.storage_key == key, blob_objects.c.published == false()
+                    )
+                )
+            ).scalar_one_or_none()
+        if size is None:
+            raise StoredBytesMissing(f"no staged bytes for storage key {key}")
+        return int(size)
+
+    async def _cut_after(self, key: str, seq: int, keep: int) -> bytes:
+        """Drop rows after ``seq``; return the first ``keep`` bytes of row ``seq`` (kept until rewritten)."""
+        async with self._connect("write", write=True) as conn:
+            first_gone = seq + 1 if keep else seq
+            await conn.execute(
+                delete(blob_chunks).where(blob_chunks.c.storage_key == key, blob_chunks.c.seq >= first_gone)
+            )
+            if not keep:
+                return b""
+            data = (
+                await conn.execute(
+                    select(blob_chunks.c.data).where(blob_chunks.c.storage_key == key, blob_chunks.c.seq == seq)
+                )
+            ).scalar_one_or_none()
+        if data is None or len(data) < keep:
+            raise StoredBytesMissing(f"staged bytes of storage key {key} are shorter than recorded")
+        return bytes(data[:keep])
+
+    async def _replace_chunk(self, key: str, seq: int, data: bytes) -> None:
+        """Row ``seq`` becomes ``data`` in one transaction: a crash keeps the old row or the new one."""
+        staged = (
+            select(blob_objects.c.storage_key)
+            .where(blob_objects.c.storage_key == key, blob_objects.c.published == false())
+            .with_for_update(read=True)
+        )
+        row = select(literal(key, String(32)), literal(seq, BigInteger), literal(data, LargeBinary)).where(
+            exists(staged)
+        )
+        async with self._connect("write", write=True) as conn:
+            await conn.execute(delete(blob_chunks).where(blob_chunks.c.storage_key == key, blob_chunks.c.seq == seq))
+            result = await conn.execute(insert(blob_chunks).from_select(["storage_key", "seq", "data"], row))
+            if result.rowcount != 1:
+                raise StorageUnavailable(f"upload to storage key {key} was aborted: its staged bytes were removed")
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        key = checked_key(key)
+        size = await self._staged_chunk_size(key)
+        async for chunk in self._rows(key, size, 0, length, published=False):
+            yield chunk
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        piece_length.checked(state, length)
+        key = checked_key(key)
+        async with self._connect("write", write=True) as conn:
+            head = (
+                await conn.execute(
+                    select(blob_objects.c.size, blob_objects.c.chunk_size, blob_objects.c.published).where(
+                        blob_objects.c.storage_key == key
+                    )
+                )
+            ).first()
+            if head is None:
+                raise StoredBytesMissing(f"no staged bytes for storage key {key}")
+            if head.published:
+                if head.size != length:
+                    raise CorruptBlob(f"storage key {key} was sealed with another length")
+                return
+            last = (length - 1) // head.chunk_size if length else -1
+            await conn.execute(delete(blob_chunks).where(blob_chunks.c.storage_key == key, blob_chunks.c.seq > last))
+            await conn.execute(
+                update(blob_objects).where(blob_objects.c.storage_key == key).values(published=True, size=length)
+            )
+
     # -- read -------------------------------------------------------------------------
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -261,10 +368,17 @@ class DatabaseBlobRepository:
             ).first()
         if head is None:
             raise StoredBytesMissing(f"no bytes for storage key {key}")
-        size: int = head.size
-        chunk: int = head.chunk_size
+        async for data in self._rows(key, head.chunk_size, start, head.size if end is None else end, size=head.size):
+            yield data
+
+    async def _rows(
+        self, key: str, chunk: int, start: int, stop: int, *, size: int | None = None, published: bool = True
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``[start, stop)`` of ``key`` from its ``chunk``-byte rows (``size``: the object's, if published)."""
+        if size is not None:
+            stop = min(stop, size)
+        limit = stop if size is None else size
         start = max(start, 0)
-        stop = size if end is None else min(end, size)
         if start >= stop:
             return
         seq = start // chunk
@@ -290,7 +404,8 @@ class DatabaseBlobRepository:
             for row in rows:
                 offset = row.seq * chunk
                 data: bytes = row.data
-                if len(data) != min(chunk, size - offset):
+                wanted = min(chunk, limit - offset)
+                if len(data) != wanted and (published or len(data) < wanted):
                     raise CorruptBlob(f"stored bytes of storage key {key} have the wrong length")
                 lo = max(start - offset, 0)
                 hi = min(stop - offset, len(data))

@@ -1,7 +1,9 @@
 """Filesystem BlobRepository: one file per storage key under ``FS_BASE_PATH``.
 
 Layout: ``objects/<k[:2]>/<key>`` for published bytes, ``staging/<key>`` while a write
-is in flight. Writes go to staging, are fsynced, then renamed into place and the
+is in flight, or while a resumable upload's pieces arrive (``PieceStaging``: each piece
+appended at the durable offset, the file cut there first, fsynced before it counts).
+Writes go to staging, are fsynced, then renamed into place and the
 directory fsynced, so a file under ``objects/`` is always complete. Blocking calls run
 in a worker thread, except reads of small files: those are done inline (below).
 """
@@ -16,6 +18,7 @@ from typing import IO
 import anyio
 import anyio.to_thread
 
+from drive.adapters import piece_length
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 
@@ -98,6 +101,77 @@ class FilesystemBlobRepository:
                 raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
             raise
         return written
+
+    # -- PieceStaging ---------------------------------------------------------------------
+
+    async def begin_pieces(self, key: str) -> str:
+        try:
+            await anyio.to_thread.run_sync(_create_empty, self._staging_path(key))
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+        return piece_length.INITIAL
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        piece_length.checked(state, offset)
+        path = self._staging_path(key)
+        try:
+            handle = await anyio.to_thread.run_sync(_open_at, path, offset)
+        except FileNotFoundError:
+            raise StoredBytesMissing(f"no staged bytes for storage key {key}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+        written = 0
+        buffer = bytearray()
+        try:
+            # Hops to the worker thread cost more than small writes: pieces are gathered to
+            # about READ_CHUNK first, so memory stays at one such buffer plus one chunk.
+            # The caller's stream may raise anything (OSError too): it propagates unchanged.
+            async for chunk in chunks:
+                buffer += chunk
+                written += len(chunk)
+                if len(buffer) >= READ_CHUNK:
+                    await _on_disk(handle.write, bytes(buffer))
+                    buffer.clear()
+            await _on_disk(_write_and_sync, handle, bytes(buffer))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
+        return written, piece_length.after(offset, written)
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        path = self._staging_path(key)
+        remaining = length
+        try:
+            handle, chunk = await anyio.to_thread.run_sync(_open_and_read, str(path), 0, min(READ_CHUNK, remaining))
+        except FileNotFoundError:
+            raise StoredBytesMissing(f"no staged bytes for storage key {key}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+        try:
+            while True:
+                remaining -= len(chunk)
+                if chunk:
+                    yield chunk
+                if handle is None or remaining <= 0:
+                    break
+                handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, min(READ_CHUNK, remaining))
+            if remaining > 0:
+                raise StoredBytesMissing(f"staged bytes of storage key {key} are shorter than recorded")
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+        finally:
+            if handle is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(handle.close)
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        piece_length.checked(state, length)
+        try:
+            await anyio.to_thread.run_sync(_seal_staged, self._staging_path(key), self._object_path(key), length)
+        except FileNotFoundError:
+            raise StoredBytesMissing(f"no staged bytes for storage key {key}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._object_file(key)
@@ -219,6 +293,57 @@ def _create(path: Path, first: bytes) -> IO[bytes]:
 def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
     try:
         handle.flush()
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+    final.parent.mkdir(exist_ok=True)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+
+
+async def _on_disk(call: Callable[..., object], *args: object) -> None:
+    """A write in a worker thread; the disk failing is the backend being unavailable."""
+    try:
+        await anyio.to_thread.run_sync(call, *args)
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
+
+
+def _create_empty(path: Path) -> None:
+    with open(path, "xb") as handle:
+        os.fsync(handle.fileno())
+    _fsync_dir(path.parent)
+
+
+def _open_at(path: Path, offset: int) -> IO[bytes]:
+    """The staged file, cut at ``offset``: what an interrupted append left beyond it goes."""
+    handle = open(path, "r+b")  # noqa: SIM115 - closed by append_piece
+    try:
+        handle.truncate(offset)
+        handle.seek(offset)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _write_and_sync(handle: IO[bytes], data: bytes) -> None:
+    if data:
+        handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _seal_staged(staging: Path, final: Path, length: int) -> None:
+    """Publish the staged upload; a second call after a crash (or a retry) finds it published."""
+    try:
+        handle = open(staging, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        if final.is_file() and final.stat().st_size == length:
+            return
+        raise
+    try:
+        handle.truncate(length)
         os.fsync(handle.fileno())
     finally:
         handle.close()

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
-from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, Upload
 from drive.domain.storage_keys import is_storage_key
 
 
@@ -41,6 +41,37 @@ class InMemoryBlobRepository:
         self.objects[key] = bytes(self.staged.pop(key))
         return len(self.objects[key])
 
+    async def begin_pieces(self, key: str) -> str:
+        self.staged[key] = bytearray()
+        return "0"
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        buffer = self.staged.get(key)
+        if buffer is None:
+            raise StoredBytesMissing(f"no staged bytes for key {key}")
+        del buffer[offset:]  # an interrupted append's leftovers
+        written = 0
+        async for chunk in chunks:
+            buffer.extend(chunk)
+            written += len(chunk)
+        return written, str(int(state) + 1)  # a state that changes, as real backends' may
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        buffer = self.staged.get(key)
+        if buffer is None or len(buffer) < length:
+            raise StoredBytesMissing(f"no staged bytes for key {key}")
+        step = self.read_piece or max(1, length)
+        for at in range(0, length, step):
+            yield bytes(buffer[at : min(length, at + step)])
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        if key not in self.staged and len(self.objects.get(key, b"")) == length and key in self.objects:
+            return
+        buffer = self.staged.pop(key, None)
+        if buffer is None:
+            raise StoredBytesMissing(f"no staged bytes for key {key}")
+        self.objects[key] = bytes(buffer[:length])
+
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         if key not in self.objects:
             raise StoredBytesMissing(f"no bytes for key {key}")
@@ -68,6 +99,7 @@ class InMemoryMetadataRepository:
     def __init__(self) -> None:
         self.records: dict[str, BlobRecord] = {}
         self.pending: dict[str, PendingOp] = {}
+        self.uploads: dict[str, Upload] = {}
         self.available = True
 
     def _check(self) -> None:
@@ -155,3 +187,77 @@ class InMemoryMetadataRepository:
         referenced = {r.storage_key for r in self.records.values() if r.backend == backend}
         referenced |= {op.storage_key for op in self.pending.values() if op.backend == backend}
         return referenced & set(keys)
+
+    # -- UploadRepository ---------------------------------------------------------------
+
+    async def create_upload(self, upload: Upload) -> None:
+        self._check()
+        self.pending[upload.storage_key] = PendingOp(
+            upload.storage_key, upload.backend, upload.blob_id, PendingKind.STORE, upload.expires_at
+        )
+        self.uploads[upload.id] = upload
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        self._check()
+        return self.uploads.get(upload_id)
+
+    async def claim_upload(
+        self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
+    ) -> Upload | None:
+        self._check()
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.expired(now):
+            return None
+        if upload.lock_owner is not None and upload.lock_until is not None and upload.lock_until >= now:
+            return None
+        op = self.pending.get(upload.storage_key)
+        if op is not None:
+            self.pending[op.storage_key] = replace(op, lease_until=expires_at)
+        elif not upload.completed and upload.offset < upload.length:
+            return None  # reclaimed by recovery (a whole upload's intent may be gone by its commit)
+        claimed = replace(upload, lock_owner=owner, lock_until=lock_until, expires_at=expires_at)
+        self.uploads[upload_id] = claimed
+        return claimed
+
+    def _held(self, upload_id: str, owner: str) -> Upload | None:
+        upload = self.uploads.get(upload_id)
+        return upload if upload is not None and upload.lock_owner == owner else None
+
+    async def renew_upload_lock(self, upload_id: str, owner: str, lock_until: datetime) -> bool:
+        self._check()
+        upload = self._held(upload_id, owner)
+        if upload is None:
+            return False
+        self.uploads[upload_id] = replace(upload, lock_until=lock_until)
+        return True
+
+    async def advance_upload(self, upload_id: str, owner: str, offset: int, state: str) -> bool:
+        self._check()
+        upload = self._held(upload_id, owner)
+        if upload is None:
+            return False
+        self.uploads[upload_id] = replace(upload, offset=offset, state=state)
+        return True
+
+    async def release_upload(self, upload_id: str, owner: str, *, completed: bool = False) -> None:
+        self._check()
+        upload = self._held(upload_id, owner)
+        if upload is not None:
+            self.uploads[upload_id] = replace(
+                upload, lock_owner=None, lock_until=None, completed=upload.completed or completed
+            )
+
+    async def remove_upload(self, upload_id: str) -> None:
+        self._check()
+        self.uploads.pop(upload_id, None)
+
+    async def uploads_page(self, after: str | None, limit: int) -> list[Upload]:
+        self._check()
+        return [self.uploads[i] for i in sorted(self.uploads) if after is None or i > after][:limit]
+
+    async def forget_expired_uploads(self, now: datetime, limit: int) -> int:
+        self._check()
+        gone = [u.id for u in self.uploads.values() if u.expires_at < now and u.storage_key not in self.pending][:limit]
+        for upload_id in gone:
+            del self.uploads[upload_id]
+        return len(gone)

@@ -1,7 +1,8 @@
 """MetadataRepository on async SQLAlchemy: the same code for SQLite, PostgreSQL and MariaDB/MySQL.
 
-Tables: ``drive_blobs`` (committed records, id primary key in byte order) and
-``drive_pending`` (intents of the commit protocol, keyed by storage key). A commit
+Tables: ``drive_blobs`` (committed records, id primary key in byte order),
+``drive_pending`` (intents of the commit protocol, keyed by storage key) and
+``drive_uploads`` (resumable uploads in progress, ``UploadRepository``). A commit
 removes the intent and inserts the record in one transaction, so a blob is visible
 exactly when its intent is gone.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Integer,
     LargeBinary,
@@ -28,6 +30,8 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    not_,
+    or_,
     select,
     text,
     type_coerce,
@@ -45,7 +49,7 @@ from drive.adapters.sql_point_reads import point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.media_types import DEFAULT_CONTENT_TYPE
-from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
+from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, Upload
 
 # The tables as the queries see them; sql_schema's revisions create and change them.
 schema = MetaData()
@@ -103,11 +107,34 @@ pending = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+uploads = Table(
+    "drive_uploads",
+    schema,
+    Column("id", String(64), primary_key=True),
+    Column("blob_id", _IdText, nullable=False),
+    Column("backend", String(32), nullable=False),
+    Column("storage_key", String(32), nullable=False, unique=True),
+    Column("length", BigInteger, nullable=False),
+    Column("upload_offset", BigInteger, nullable=False),  # "offset" is reserved in SQL
+    Column("state", Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb"), nullable=False),
+    Column("content_type", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),  # unix milliseconds, as every time below
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("completed", Boolean, nullable=False),
+    Column("lock_owner", String(64), nullable=True),
+    Column("lock_until", BigInteger, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 # Kept for the releases before Alembic, which refuse to start on a version above theirs (1).
 schema_version = Table("drive_schema", schema, Column("version", Integer, nullable=False), **MYSQL_TABLE_OPTIONS)
 
 
 _DEADLOCK_ATTEMPTS = 3
+
+
+class _Reclaimed(Exception):
+    """Rolls a claim back: the upload's intent is gone."""
 
 
 def _seconds(moment: datetime) -> int:
@@ -116,6 +143,48 @@ def _seconds(moment: datetime) -> int:
 
 def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _moment(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+def upload_from_row(m: Any) -> Upload:
+    """An ``Upload`` from a ``drive_uploads`` row's mapping (any driver's)."""
+    return Upload(
+        id=m["id"],
+        blob_id=m["blob_id"],
+        backend=m["backend"],
+        storage_key=m["storage_key"],
+        length=m["length"],
+        offset=m["upload_offset"],
+        state=m["state"],
+        content_type=m["content_type"],
+        created_at=_moment(m["created_at"]),
+        expires_at=_moment(m["expires_at"]),
+        completed=bool(m["completed"]),
+        lock_owner=m["lock_owner"],
+        lock_until=None if m["lock_until"] is None else _moment(m["lock_until"]),
+    )
+
+
+def upload_values(upload: Upload) -> dict[str, Any]:
+    """A new upload's ``drive_uploads`` row."""
+    return {
+        "id": upload.id,
+        "blob_id": upload.blob_id,
+        "backend": upload.backend,
+        "storage_key": upload.storage_key,
+        "length": upload.length,
+        "upload_offset": upload.offset,
+        "state": upload.state,
+        "content_type": upload.content_type,
+        "created_at": _millis(upload.created_at),
+        "expires_at": _millis(upload.expires_at),
+        "completed": upload.completed,
+        "lock_owner": upload.lock_owner,
+        "lock_until": None if upload.lock_until is None else _millis(upload.lock_until),
+    }
 
 
 def _record(row: object) -> BlobRecord:
@@ -353,5 +422,117 @@ class SqlMetadataRepository:
                 known.update((await conn.execute(union(committed, intended))).scalars())
         return known
 
+    # -- UploadRepository ---------------------------------------------------------------
 
-__all__ = ["SqlMetadataRepository", "Utf8Bytes", "blobs", "pending", "schema"]
+    async def create_upload(self, upload: Upload) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                insert(pending).values(
+                    storage_key=upload.storage_key,
+                    backend=upload.backend,
+                    blob_id=upload.blob_id,
+                    kind=PendingKind.STORE.value,
+                    lease_until=_millis(upload.expires_at),
+                )
+            )
+            await conn.execute(insert(uploads).values(**upload_values(upload)))
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(uploads).where(uploads.c.id == upload_id))).first()
+        return None if row is None else upload_from_row(row._mapping)
+
+    async def claim_upload(
+        self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
+    ) -> Upload | None:
+        at = _millis(now)
+        try:
+            return await self._claim(upload_id, owner, at, _millis(lock_until), _millis(expires_at))
+        except _Reclaimed:
+            return None
+
+    async def _claim(self, upload_id: str, owner: str, at: int, lock_until: int, expires_at: int) -> Upload | None:
+        async with self._write() as conn:
+            # One conditional UPDATE takes the lock: of two requests racing, exactly one matches.
+            taken = await conn.execute(
+                update(uploads)
+                .where(
+                    uploads.c.id == upload_id,
+                    uploads.c.expires_at > at,
+                    or_(uploads.c.lock_owner.is_(None), uploads.c.lock_until < at),
+                )
+                .values(lock_owner=owner, lock_until=lock_until, expires_at=expires_at)
+            )
+            if taken.rowcount != 1:
+                return None
+            row = (await conn.execute(select(uploads).where(uploads.c.id == upload_id))).one()
+            upload = upload_from_row(row._mapping)
+            renewed = await conn.execute(
+                update(pending).where(pending.c.storage_key == upload.storage_key).values(lease_until=expires_at)
+            )
+            if renewed.rowcount != 1 and not upload.completed and upload.offset < upload.length:
+                raise _Reclaimed  # by recovery: the transaction rolls back, the row stays as it was
+        return upload
+
+    async def renew_upload_lock(self, upload_id: str, owner: str, lock_until: datetime) -> bool:
+        async with self._write_without_fsync() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.lock_owner == owner)
+                .values(lock_until=_millis(lock_until))
+            )
+        return bool(result.rowcount)
+
+    async def advance_upload(self, upload_id: str, owner: str, offset: int, state: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.lock_owner == owner)
+                .values(upload_offset=offset, state=state)
+            )
+        return bool(result.rowcount)
+
+    async def release_upload(self, upload_id: str, owner: str, *, completed: bool = False) -> None:
+        values: dict[str, Any] = {"lock_owner": None, "lock_until": None}
+        if completed:
+            values["completed"] = True
+        async with self._write() as conn:
+            await conn.execute(
+                update(uploads).where(uploads.c.id == upload_id, uploads.c.lock_owner == owner).values(**values)
+            )
+
+    async def remove_upload(self, upload_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    async def uploads_page(self, after: str | None, limit: int) -> list[Upload]:
+        query = select(uploads).order_by(uploads.c.id).limit(limit)
+        if after is not None:
+            query = query.where(uploads.c.id > after)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [upload_from_row(row._mapping) for row in rows]
+
+    async def forget_expired_uploads(self, now: datetime, limit: int) -> int:
+        intended = select(pending.c.storage_key).where(pending.c.storage_key == uploads.c.storage_key)
+        async with self._read() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(uploads.c.id)
+                        .where(uploads.c.expires_at < _millis(now), not_(intended.exists()))
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        if not ids:
+            return 0
+        async with self._write() as conn:
+            # Still expired: a claim in between (impossible once expired, but cheap to be sure).
+            result = await conn.execute(
+                delete(uploads).where(uploads.c.id.in_(ids), uploads.c.expires_at < _millis(now))
+            )
+        return int(result.rowcount)
+
+
+__all__ = ["SqlMetadataRepository", "Utf8Bytes", "blobs", "pending", "schema", "upload_from_row", "uploads"]

@@ -12,13 +12,23 @@ import sqlite3
 from datetime import UTC, datetime
 
 from drive.adapters.sql_engine import async_url
-from drive.adapters.sql_metadata import SqlMetadataRepository
+from drive.adapters.sql_metadata import SqlMetadataRepository, upload_from_row, upload_values
 from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp
+from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, Upload
 
 _RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
 _RECORD_VALUES = ", ".join("?" * len(_RECORD_COLUMNS.split(",")))
+
+
+_UPLOAD_COLUMNS = (
+    "id, blob_id, backend, storage_key, length, upload_offset, state, content_type,"
+    " created_at, expires_at, completed, lock_owner, lock_until"
+)
+
+
+class _Reclaimed(Exception):
+    """Rolls a claim's savepoint back: the upload's intent is gone."""
 
 
 class _AlreadyCommitted(Exception):
@@ -166,5 +176,96 @@ class SqliteMetadataRepository(SqlMetadataRepository):
                 conn, record.storage_key, record.backend, blob_id, PendingKind.DELETE.value, _millis(lease_until)
             )
             return record
+
+        return await self._writer.run(job)
+
+    # -- UploadRepository: writes through the group-commit writer, reads inherited ---------
+
+    async def create_upload(self, upload: Upload) -> None:
+        values = upload_values(upload)
+
+        def job(conn: sqlite3.Connection) -> None:
+            _insert_pending(
+                conn, upload.storage_key, upload.backend, upload.blob_id, PendingKind.STORE.value, values["expires_at"]
+            )
+            conn.execute(
+                f"INSERT INTO drive_uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+                tuple(values[name.strip()] for name in _UPLOAD_COLUMNS.split(",")),
+            )
+
+        await self._writer.run(job)
+
+    async def claim_upload(
+        self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
+    ) -> Upload | None:
+        at, until, expires = _millis(now), _millis(lock_until), _millis(expires_at)
+
+        def job(conn: sqlite3.Connection) -> Upload | None:
+            taken = conn.execute(
+                "UPDATE drive_uploads SET lock_owner = ?, lock_until = ?, expires_at = ?"
+                " WHERE id = ? AND expires_at > ? AND (lock_owner IS NULL OR lock_until < ?)",
+                (owner, until, expires, upload_id, at, at),
+            )
+            if taken.rowcount != 1:
+                return None
+            cursor = conn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM drive_uploads WHERE id = ?", (upload_id,))  # noqa: S608
+            names = [d[0] for d in cursor.description]
+            upload = upload_from_row(dict(zip(names, cursor.fetchone(), strict=True)))
+            renewed = conn.execute(
+                "UPDATE drive_pending SET lease_until = ? WHERE storage_key = ?", (expires, upload.storage_key)
+            )
+            if renewed.rowcount != 1 and not upload.completed and upload.offset < upload.length:
+                raise _Reclaimed  # the job's savepoint rolls back
+            return upload
+
+        try:
+            return await self._writer.run(job)
+        except _Reclaimed:
+            return None
+
+    async def renew_upload_lock(self, upload_id: str, owner: str, lock_until: datetime) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE drive_uploads SET lock_until = ? WHERE id = ? AND lock_owner = ?",
+                (_millis(lock_until), upload_id, owner),
+            )
+            return cursor.rowcount == 1
+
+        return await self._writer.run(job, durable=False)
+
+    async def advance_upload(self, upload_id: str, owner: str, offset: int, state: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE drive_uploads SET upload_offset = ?, state = ? WHERE id = ? AND lock_owner = ?",
+                (offset, state, upload_id, owner),
+            )
+            return cursor.rowcount == 1
+
+        return await self._writer.run(job)
+
+    async def release_upload(self, upload_id: str, owner: str, *, completed: bool = False) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE drive_uploads SET lock_owner = NULL, lock_until = NULL, completed = completed OR ?"
+                " WHERE id = ? AND lock_owner = ?",
+                (completed, upload_id, owner),
+            )
+
+        await self._writer.run(job)
+
+    async def remove_upload(self, upload_id: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM drive_uploads WHERE id = ?", (upload_id,))
+
+        await self._writer.run(job)
+
+    async def forget_expired_uploads(self, now: datetime, limit: int) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM drive_uploads WHERE id IN (SELECT u.id FROM drive_uploads u WHERE u.expires_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM drive_pending p WHERE p.storage_key = u.storage_key) LIMIT ?)",
+                (_millis(now), limit),
+            )
+            return cursor.rowcount
 
         return await self._writer.run(job)

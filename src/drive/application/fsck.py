@@ -37,7 +37,8 @@ from drive.application.manage_blobs import DeleteBlob
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.domain.errors import BlobNotFound, CorruptBlob, StorageUnavailable, StoredBytesMissing
-from drive.domain.model import CHUNK_SIZE, BlobRecord, PendingOp
+from drive.domain.model import CHUNK_SIZE, BlobRecord, PendingOp, Upload
+from drive.domain.ports import UploadRepository
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class CheckReport:
     digests_added: int = 0  # of those, given digests by repair
     strangers: list[tuple[str, str]] = field(default_factory=list)  # (backend, name under its root)
     unreachable_backends: list[str] = field(default_factory=list)
+    uploads_in_progress: list[Upload] = field(default_factory=list)  # not a problem: resumable uploads under way
     repaired: bool = False
     interrupted_removed: int = 0
     orphans_removed: int = 0
@@ -91,8 +93,16 @@ class CheckReport:
 class CheckStore:
     """Reads through ``retrieve``; repairs with ``recover`` and ``delete``, as every other caller would."""
 
-    def __init__(self, protocol: CommitProtocol, retrieve: RetrieveBlob, recover: Recover, delete: DeleteBlob) -> None:
+    def __init__(
+        self,
+        protocol: CommitProtocol,
+        retrieve: RetrieveBlob,
+        recover: Recover,
+        delete: DeleteBlob,
+        uploads: UploadRepository | None = None,
+    ) -> None:
         self._protocol = protocol
+        self._uploads = uploads
         self._metadata = protocol.metadata
         self._backends = protocol.backends
         self._retrieve = retrieve
@@ -113,6 +123,7 @@ class CheckStore:
         """Check everything; ``verify=False`` skips reading bytes (no checksum check)."""
         report = CheckReport()
         report.interrupted = await self._metadata.expired(self._protocol.clock(), MAX_INTERRUPTED)
+        report.uploads_in_progress = await self._in_progress()
         listed: dict[str, set[str]] = {}
         for name in self._backends.names():
             try:
@@ -125,6 +136,21 @@ class CheckStore:
         if repair:
             await self._repair(report)
         return report
+
+    async def _in_progress(self) -> list[Upload]:
+        """Resumable uploads still taking bytes (their intents are not interrupted until they expire)."""
+        if self._uploads is None:
+            return []
+        now = self._protocol.clock()
+        found: list[Upload] = []
+        after: str | None = None
+        while len(found) < MAX_INTERRUPTED:
+            page = await self._uploads.uploads_page(after, 500)
+            found += [u for u in page if not u.completed and not u.expired(now)]
+            if len(page) < 500:
+                break
+            after = page[-1].id
+        return found[:MAX_INTERRUPTED]
 
     async def _orphans(self, name: str, report: CheckReport) -> set[str]:
         """Every key on backend ``name``; those nothing refers to go to ``report.orphans``, strangers to theirs."""

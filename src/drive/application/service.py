@@ -14,6 +14,7 @@ from drive.application.migrate import MigrateBlobs
 from drive.application.recover import Recover
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.store_blob import StoreBlob
+from drive.application.uploads import Uploads
 from drive.domain.backends import Backends
 from drive.domain.ports import BlobRepository, MetadataRepository
 
@@ -33,6 +34,7 @@ class DriveService:
         recover: Recover,
         migrate: MigrateBlobs,
         check: CheckStore,
+        uploads: Uploads,
     ) -> None:
         self.metadata = metadata
         self.backends = backends
@@ -43,6 +45,7 @@ class DriveService:
         self.recover = recover
         self.migrate = migrate
         self.check = check
+        self.uploads = uploads
         self._opened: list[MetadataRepository | BlobRepository] = []
 
     async def open(self) -> None:

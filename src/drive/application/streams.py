@@ -32,6 +32,14 @@ class ChunkDigests:
                 self._hash = hashlib.sha256()
                 self._filled = 0
 
+    def copy(self) -> ChunkDigests:
+        """An independent twin: feeding it leaves this one as it is."""
+        twin = ChunkDigests(self.chunk_size)
+        twin._done = list(self._done)
+        twin._hash = self._hash.copy()
+        twin._filled = self._filled
+        return twin
+
     def digests(self) -> list[bytes]:
         """One digest per chunk so far; the last one may cover a partial chunk."""
         return [*self._done, self._hash.digest()] if self._filled else list(self._done)

@@ -33,6 +33,22 @@ class BlobNotFound(DriveError):
     code = "not_found"
 
 
+class UploadNotFound(BlobNotFound):
+    """No resumable upload has that id, or it expired."""
+
+
+class PieceChecksumMismatch(ChecksumMismatch):
+    """A resumable upload's piece does not match its ``Upload-Checksum``: nothing was appended."""
+
+    status = 460  # tus 1.0.0's checksum extension
+
+
+class UploadConflict(DriveError):
+    """The request does not fit the upload's state: another offset, or another request appending now."""
+
+    code = "conflict"
+
+
 class BlobConflict(DriveError):
     code = "conflict"
 

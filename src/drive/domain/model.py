@@ -120,6 +120,37 @@ class CommitOutcome:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A resumable upload (tus) in progress: bytes arriving in pieces for one blob.
+
+    ``offset`` is the durable length staged so far under ``storage_key`` on ``backend``,
+    whose ``PieceStaging`` keeps ``state`` (opaque to everyone else). A STORE intent for
+    ``storage_key`` with its lease running to ``expires_at`` exists until the blob is
+    committed, so recovery removes the bytes of an upload nobody finishes. ``completed``:
+    the blob is committed; the row stays until it expires, so a client that lost the last
+    answer still learns the upload is whole. ``lock_owner``/``lock_until``: the one request
+    appending now (a lease, so a crashed holder's lock lapses).
+    """
+
+    id: str
+    blob_id: str
+    backend: str
+    storage_key: str
+    length: int
+    offset: int
+    state: str
+    content_type: str | None
+    created_at: datetime
+    expires_at: datetime
+    completed: bool = False
+    lock_owner: str | None = None
+    lock_until: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Collection
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp, Upload
 
 
 @runtime_checkable
@@ -171,4 +171,57 @@ class MetadataRepository(Protocol):
 
     async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
         """The subset of ``keys`` that a record or a pending op of ``backend`` refers to."""
+        ...
+
+
+@runtime_checkable
+class UploadRepository(Protocol):
+    """Resumable uploads in progress, kept by the metadata store beside records and intents.
+
+    Implemented by the same classes as ``MetadataRepository`` (same database), so an
+    upload's row and its STORE intent change together where that matters.
+    """
+
+    async def create_upload(self, upload: Upload) -> None:
+        """In one durable transaction: record ``upload`` and begin the STORE intent of its
+        storage key, its lease running to ``upload.expires_at``."""
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        """The upload, expired or not, or None."""
+        ...
+
+    async def claim_upload(
+        self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
+    ) -> Upload | None:
+        """Take the upload's lock for ``owner`` (one conditional update), or None at once.
+
+        Taken only while the upload has not expired at ``now`` and its lock is free or its
+        holder's lock ended before ``now``; the upload's expiry and its intent's lease move to
+        ``expires_at`` in the same transaction. None also when the intent of an upload still
+        missing bytes is gone (recovery reclaimed it): nothing changes then. (A whole
+        upload's intent may be gone because its blob was committed.)
+        """
+        ...
+
+    async def renew_upload_lock(self, upload_id: str, owner: str, lock_until: datetime) -> bool:
+        """Extend ``owner``'s lock; False if ``owner`` no longer holds it."""
+        ...
+
+    async def advance_upload(self, upload_id: str, owner: str, offset: int, state: str) -> bool:
+        """Durably record the new staged length and backend state, if ``owner`` holds the lock."""
+        ...
+
+    async def release_upload(self, upload_id: str, owner: str, *, completed: bool = False) -> None:
+        """Give the lock back (if ``owner`` holds it); ``completed`` marks the blob committed."""
+
+    async def remove_upload(self, upload_id: str) -> None:
+        """Forget the upload (its bytes and intent are the caller's to discard). Missing is fine."""
+
+    async def uploads_page(self, after: str | None, limit: int) -> list[Upload]:
+        """Uploads (expired ones too) with ids > ``after``, in id order."""
+        ...
+
+    async def forget_expired_uploads(self, now: datetime, limit: int) -> int:
+        """Remove rows of uploads expired before ``now`` whose storage key has no intent left
+        (committed, or their bytes already reclaimed); return how many."""
         ...

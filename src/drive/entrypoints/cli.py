@@ -11,7 +11,7 @@ import anyio
 
 from drive.container import Container
 from drive.domain.errors import ConfigurationError, DriveError
-from drive.entrypoints import cli_blobs, cli_db, cli_links, cli_ops
+from drive.entrypoints import cli_blobs, cli_db, cli_links, cli_ops, cli_uploads
 from drive.entrypoints.cli_output import escaped
 from drive.entrypoints.cli_runtime import ExitCode, exit_code_for
 from drive.entrypoints.logs import configure_logging, settings_secrets
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.add_commands(commands, common)
     cli_db.add_commands(commands, common)
     cli_links.add_commands(commands, common)
+    cli_uploads.add_commands(commands, common)
     return parser
 
 

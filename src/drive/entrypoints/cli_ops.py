@@ -144,6 +144,10 @@ def _check_json(report: CheckReport) -> dict[str, object]:
         "corrupt": [record_json(r) for r in report.corrupt],
         "damaged_chunks": {blob_id: list(chunks) for blob_id, chunks in report.damaged_chunks.items()},
         "without_digests": report.without_digests,
+        "uploads_in_progress": [
+            {"upload": u.id, "id": u.blob_id, "offset": u.offset, "length": u.length, "backend": u.backend}
+            for u in report.uploads_in_progress
+        ],
         "strangers": [{"backend": b, "name": n} for b, n in report.strangers],
         "unreachable_backends": report.unreachable_backends,
         "problems": report.problems,
@@ -182,6 +186,10 @@ def _check_lines(report: CheckReport) -> list[str]:
         f"stranger on {backend}: {quoted(name)} (not made by drive; left alone)" for backend, name in report.strangers
     ]
     lines += [f"backend unreachable: {name}" for name in report.unreachable_backends]
+    if report.uploads_in_progress:  # not a problem: their intents are live until they expire
+        lines.append(
+            f"{counted(len(report.uploads_in_progress), 'resumable upload')} in progress (drive uploads lists them)"
+        )
     if report.digests_added:
         lines.append(f"added chunk digests to {counted(report.digests_added, 'blob')} stored before them")
     elif report.without_digests:

@@ -14,9 +14,10 @@ from datetime import datetime
 
 import anyio
 
+from drive.adapters.layers.metrics import staging_of
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
-from drive.domain.ports import BlobRepository, MetadataRepository
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp, Upload
+from drive.domain.ports import BlobRepository, MetadataRepository, UploadRepository
 
 
 class InjectedFault(StorageUnavailable):
@@ -136,6 +137,23 @@ class FaultyBlobRepository:
         async for name in self.inner.list_strangers():
             yield name
 
+    async def begin_pieces(self, key: str) -> str:
+        await self.plan.before("begin_pieces")
+        return await staging_of(self.inner, self.name).begin_pieces(key)
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        rule = await self.plan.before("append_piece")
+        return await staging_of(self.inner, self.name).append_piece(key, state, offset, _interrupt(chunks, rule))
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        rule = await self.plan.before("read_pieces")
+        async for chunk in _interrupt(staging_of(self.inner, self.name).read_pieces(key, state, length), rule):
+            yield chunk
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        await self.plan.before("seal_pieces")
+        await staging_of(self.inner, self.name).seal_pieces(key, state, length)
+
 
 class FaultyMetadataRepository:
     def __init__(self, inner: MetadataRepository, plan: FaultPlan) -> None:
@@ -195,3 +213,48 @@ class FaultyMetadataRepository:
     async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
         await self.plan.before("known_keys")
         return await self.inner.known_keys(backend, keys)
+
+    # -- UploadRepository, forwarded when the inner store keeps uploads -----------------
+
+    def _uploads(self) -> UploadRepository:
+        if not isinstance(self.inner, UploadRepository):
+            raise StorageUnavailable("the metadata store does not keep uploads")
+        return self.inner
+
+    async def create_upload(self, upload: Upload) -> None:
+        await self.plan.before("create_upload")
+        await self._uploads().create_upload(upload)
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        await self.plan.before("get_upload")
+        return await self._uploads().get_upload(upload_id)
+
+    async def claim_upload(
+        self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
+    ) -> Upload | None:
+        await self.plan.before("claim_upload")
+        return await self._uploads().claim_upload(upload_id, owner, now, lock_until, expires_at)
+
+    async def renew_upload_lock(self, upload_id: str, owner: str, lock_until: datetime) -> bool:
+        await self.plan.before("renew_upload_lock")
+        return await self._uploads().renew_upload_lock(upload_id, owner, lock_until)
+
+    async def advance_upload(self, upload_id: str, owner: str, offset: int, state: str) -> bool:
+        await self.plan.before("advance_upload")
+        return await self._uploads().advance_upload(upload_id, owner, offset, state)
+
+    async def release_upload(self, upload_id: str, owner: str, *, completed: bool = False) -> None:
+        await self.plan.before("release_upload")
+        await self._uploads().release_upload(upload_id, owner, completed=completed)
+
+    async def remove_upload(self, upload_id: str) -> None:
+        await self.plan.before("remove_upload")
+        await self._uploads().remove_upload(upload_id)
+
+    async def uploads_page(self, after: str | None, limit: int) -> list[Upload]:
+        await self.plan.before("uploads_page")
+        return await self._uploads().uploads_page(after, limit)
+
+    async def forget_expired_uploads(self, now: datetime, limit: int) -> int:
+        await self.plan.before("forget_expired_uploads")
+        return await self._uploads().forget_expired_uploads(now, limit)

@@ -17,8 +17,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
-from drive.domain.ports import BlobRepository
+from drive.domain.ports import BlobRepository, PieceStaging
 from drive.telemetry import BACKEND_BYTES, BACKEND_DURATION, BACKEND_ERRORS
+
+
+def staging_of(inner: object, name: str) -> PieceStaging:
+    """``inner`` as a ``PieceStaging``, or ``StorageUnavailable`` for a backend without resumable uploads."""
+    if not isinstance(inner, PieceStaging):
+        raise StorageUnavailable(f"backend {name} does not keep resumable uploads")
+    return inner
 
 
 def _error_kind(exc: Exception) -> str:
@@ -143,3 +150,35 @@ class MeteredBlobRepository:
                     yield name
             finally:
                 await _aclose(stream)
+
+    # -- PieceStaging, forwarded (a backend without it answers StorageUnavailable) ---------
+
+    async def begin_pieces(self, key: str) -> str:
+        with self._timed("begin_pieces"):
+            return await staging_of(self.inner, self.name).begin_pieces(key)
+
+    async def append_piece(self, key: str, state: str, offset: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        source = _Source(chunks)
+        try:
+            with self._timed("append_piece", source):
+                return await staging_of(self.inner, self.name).append_piece(key, state, offset, source)
+        finally:
+            self._bytes["write"].inc(source.size)
+
+    async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
+        stream = staging_of(self.inner, self.name).read_pieces(key, state, length)
+        size = 0
+        try:
+            with self._timed("read_pieces"):
+                try:
+                    async for chunk in stream:
+                        size += len(chunk)
+                        yield chunk
+                finally:
+                    await _aclose(stream)
+        finally:
+            self._bytes["read"].inc(size)
+
+    async def seal_pieces(self, key: str, state: str, length: int) -> None:
+        with self._timed("seal_pieces"):
+            await staging_of(self.inner, self.name).seal_pieces(key, state, length)

@@ -25,6 +25,7 @@ from drive.entrypoints.http.links import make_link
 from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
+from drive.entrypoints.http.uploads import uploads_router
 from drive.entrypoints.logs import configure_logging, settings_secrets
 from drive.settings import Settings
 
@@ -113,7 +114,7 @@ def create_app(container: Container | None = None) -> Litestar:
     # A read token may make GET links: the handler checks the scope against the method asked for.
     links = Router("/", route_handlers=[make_link], middleware=[token_auth(tokens)], security=[BEARER])
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, v1, links],
+        route_handlers=[healthz, readyz, metrics, v1, links, uploads_router(tokens)],
         dependencies={
             "service": Provide(service, sync_to_thread=False),
             "settings": Provide(app_settings, sync_to_thread=False),

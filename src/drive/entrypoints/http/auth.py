@@ -96,3 +96,17 @@ def token_auth(checker: TokenChecker) -> Middleware:
         return authenticated
 
     return wrap
+
+
+def write_auth(checker: TokenChecker) -> Middleware:
+    """A read-write token, whatever the method."""
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
+            if checker.require(authorization(scope)) != "read-write":
+                raise Forbidden("the token does not allow this operation")
+            await app(scope, receive, send)
+
+        return authenticated
+
+    return wrap

@@ -78,7 +78,8 @@ def _drive_error(request: AnyRequest, exc: DriveError) -> Response[bytes]:
     if isinstance(exc, ConfigurationError):
         log.error("configuration error: %s", exc.message)
         return error_response(500, "internal", _MESSAGES["internal"])
-    status = STATUS_BY_CODE.get(exc.code, 500)
+    # A class may name its own status for its code (tus answers a piece's checksum with 460).
+    status: int = getattr(exc, "status", None) or STATUS_BY_CODE.get(exc.code, 500)
     headers = getattr(exc, "headers", None)
     if status < 500:
         return error_response(status, exc.code, exc.message, headers)
