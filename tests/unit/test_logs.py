@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pytest
+
+from drive.entrypoints import logs
 from drive.entrypoints.logs import REDACTED, JsonFormatter, _timestamp, add_secrets
 
 SECRET = "unit-test-secret-0123456789"
@@ -72,3 +76,74 @@ def test_aiohttp_orphaned_write_task_after_a_reset_is_a_warning_other_errors_sta
     assert level_of(ClientConnectionResetError("Cannot write to closing transport")) == "WARNING"
     assert level_of(ValueError("a bug of ours")) == "ERROR"
     assert level_of(ConnectionResetError("not aiohttp's")) == "ERROR"
+
+
+@pytest.fixture
+def own_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The root logger as ``drive serve`` leaves it: our JSON handler its only one.
+
+    A fixture runs before pytest adds its capturing handler for the test itself, so the
+    handlers are set again in ``only_ours``, called by each test first.
+    """
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(logs, "_own_handler", None)
+    level = root.level
+    logs.configure_logging("INFO", ["s3cret-token-value"])
+    yield
+    logs.flush_logs()
+    root.setLevel(level)
+
+
+def only_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logs._own_handler])
+
+
+def access_line_through(logger: logging.Logger, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    fields = {"request_id": "r-1", "method": "GET", "path": "/v1/blobs/a?t=s3cret-token-value", "status": 200}
+    logs.write_access_line(logger, logging.INFO, "GET /v1/blobs/{blob_path} 200", dict(fields))
+    logs.flush_logs()
+    (line,) = capsys.readouterr().err.splitlines()
+    parsed: dict[str, object] = json.loads(line)
+    assert parsed.pop("ts")
+    return parsed
+
+
+def test_access_line_written_directly_is_the_line_logging_writes(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    logger = logging.getLogger("drive.access.test")
+    with monkeypatch.context() as patch:
+        patch.setattr(logger, "log", lambda *args, **kwargs: pytest.fail("went through logging"))
+        direct = access_line_through(logger, capsys)
+    logger.addFilter(lambda record: True)  # a filter of its own: the line must go through logging
+    try:
+        through_logging = access_line_through(logger, capsys)
+    finally:
+        logger.filters.clear()
+    assert direct == through_logging
+    assert direct["path"] == f"/v1/blobs/a?t={REDACTED}" and direct["request_id"] == "r-1"
+
+
+def test_access_lines_and_other_lines_keep_their_order(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    access = logging.getLogger("drive.access.order")
+    for n in range(3):
+        logs.write_access_line(access, logging.INFO, f"access {n}", {})
+    logging.getLogger("drive.order").warning("then a warning")  # written at once, after the waiting lines
+    logs.write_access_line(access, logging.INFO, "access 3", {})
+    logs.flush_logs()
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert messages == ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+
+
+def test_access_lines_below_the_level_are_not_written(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    logs.write_access_line(logging.getLogger("drive.access.quiet"), logging.DEBUG, "probe", {})
+    logs.flush_logs()
+    assert capsys.readouterr().err == ""

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -133,19 +133,136 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(line).decode()
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+BATCH_SECONDS = 0.01  # how long a line may wait for others to share its write
+
+
+class _BackgroundWriter:
+    """Writes access lines to ``sys.stderr`` from a thread of its own, in batches.
+
+    A write to stderr blocks while its reader (a pipe, a container runtime's log driver, a
+    terminal) is slow, and cost a system call per request on the event loop: both are gone
+    from the loop. Other lines (rare: start-up, warnings, errors) are written at once by the
+    caller, after the access lines before them, so order is kept and nothing but access lines
+    waits. ``flush`` writes what is waiting; the server calls it when it stops (a process
+    ending on its signal runs no exit handlers).
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._lock = threading.Lock()  # guards _lines
+        self._writing = threading.Lock()  # held while writing: batches leave in the order taken
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def put(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(target=self._run, name="drive-log-writer", daemon=True)
+                self._thread.start()
+            if len(self._lines) == 1:
+                self._wake.notify()
+
+    def write_now(self, line: str = "") -> None:
+        """Write what is waiting, then ``line``, in the calling thread."""
+        with self._writing:
+            with self._lock:
+                lines = self._take()
+            if line:
+                lines.append(line)
+            _write(lines)
+
+    def flush(self) -> None:
+        self.write_now()
+
+    def _take(self) -> list[str]:
+        lines, self._lines = self._lines, []
+        return lines
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._lines:
+                    self._wake.wait()
+            # Let a batch gather: under load one wake-up and one write per batch, not per line.
+            time.sleep(BATCH_SECONDS)
+            self.write_now()
+
+
+def _write(lines: list[str]) -> None:
+    if not lines:
+        return
+    stream = sys.stderr  # whatever it is now: test runners swap it
+    try:
+        stream.write("".join(lines))
+        stream.flush()
+    except (OSError, ValueError):  # closed or gone: the lines cannot be written anywhere
+        pass
+
+
+class _StderrHandler(logging.Handler):
+    """JSON lines to whatever ``sys.stderr`` is at the time; access lines through the background writer."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.writer = _BackgroundWriter()
 
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write_now(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
 
-    @stream.setter
-    def stream(self, _value: TextIO) -> None:
-        pass
+    def flush(self) -> None:
+        self.writer.flush()
+
+
+def flush_logs() -> None:
+    """Write every log line still waiting (the server calls this as it stops)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+_own_handler: _StderrHandler | None = None  # ours, when it is the root logger's only handler
+
+
+def write_access_line(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """One access line, as ``logger.log(level, message, extra=fields)`` would write it through ours.
+
+    Under load the access line was the costliest step of a small request after routing:
+    record, caller lookup, handler chain. When our JSON handler is the only way out (the
+    server as started by ``drive serve``) the line is formatted here, the same way, and
+    handed to the writer; otherwise (a test runner's capture, an embedding server's own
+    handlers, filters) it goes through logging as any line does.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _own_handler
+    root = logging.getLogger()
+    if (
+        handler is None
+        or root.handlers != [handler]
+        or logger.handlers
+        or logger.filters
+        or not logger.propagate
+        or handler.level > level
+    ):
+        logger.log(level, "%s", message, extra=fields)
+        return
+    line: dict[str, Any] = {
+        "ts": _timestamp(time.time()),
+        "level": logging.getLevelName(level),
+        "logger": logger.name,
+        "message": message,
+    }
+    request_id = fields.get("request_id") or request_id_var.get()
+    if request_id:
+        line["request_id"] = request_id
+    for key, value in fields.items():
+        if key not in line:
+            line[key] = value
+    _redact_fields(line)
+    handler.writer.put(_encoder.encode(line).decode() + "\n")
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
@@ -164,10 +281,12 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -
     for handler in hosted:
         if type(handler) is logging.StreamHandler:
             handler.setFormatter(formatter)
+    global _own_handler
     if not root.handlers:
         handler = _StderrHandler()
         handler.setFormatter(formatter)
         root.addHandler(handler)
+        _own_handler = handler
     for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers = []

@@ -26,7 +26,7 @@ from drive.entrypoints.http.metrics import metrics
 from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
 from drive.entrypoints.http.uploads import uploads_router
-from drive.entrypoints.logs import configure_logging, settings_secrets
+from drive.entrypoints.logs import configure_logging, flush_logs, settings_secrets
 from drive.settings import Settings
 
 log = logging.getLogger("drive")
@@ -101,6 +101,7 @@ def create_app(container: Container | None = None) -> Litestar:
             if requests.in_flight:
                 log.warning("closing with %d request(s) still in progress", requests.in_flight)
             await service.close()
+            flush_logs()  # uvicorn ends the process on its signal: no exit handler would write them
 
     def service() -> DriveService:
         return container.service()

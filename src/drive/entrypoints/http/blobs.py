@@ -29,6 +29,7 @@ from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
 from drive.domain.media_types import validate_media_type
 from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
+from drive.entrypoints.http.answers import Answer
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
 from drive.entrypoints.http.content_headers import (
     SAFETY_HEADERS,
@@ -146,7 +147,9 @@ def _check_utf8(body: bytes) -> None:
 def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
     record = outcome.record
     headers = {"ETag": record.etag, "Location": blob_location(record.id)}
-    return Response(stored_blob(record), status_code=201 if outcome.created else 200, media_type=JSON, headers=headers)
+    body = msgspec.json.encode(stored_blob(record))
+    # Documented (OpenAPI) as the StoredBlob it encodes.
+    return cast("Response[StoredBlob]", Answer(body, status_code=201 if outcome.created else 200, headers=headers))
 
 
 def _wants_raw(request: AnyRequest) -> bool:
@@ -261,17 +264,17 @@ async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | S
         return await _json_answer(service, record)
     headers = _raw_headers(record, name)
     if _not_modified(request, record):
-        return Response(b"", status_code=304, headers=_not_modified_headers(headers))
+        return Answer(b"", status_code=304, headers=_not_modified_headers(headers))
     window = parse_range(request.headers.get("range"), record.size)
     if record.size <= WHOLE_RAW_MAX:
         # Read and verified whole before the status line (a damaged blob is a clean 503), and
         # answered as one body: a stream's machinery costs more than a small blob's bytes.
         data = await service.retrieve.read_all(record)
         if window is None:
-            return Response(data, headers=headers)  # the recorded type is among the headers
+            return Answer(data, headers=headers)  # the recorded type is among the headers
         start, end = window
         _range_headers(headers, start, end, record.size)
-        return Response(data[start:end], status_code=206, headers=headers)
+        return Answer(data[start:end], status_code=206, headers=headers)
     if window is None:
         return Stream(await _primed(service.retrieve.stream(record)), headers=headers)
     start, end = window
@@ -297,7 +300,7 @@ async def _json_answer(service: DriveService, record: BlobRecord) -> Response[by
         encoded = msgspec.json.encode(
             BlobWithData(record.id, _base64(data), str(record.size), timestamp(record.created_at))
         )
-        return Response(encoded, media_type=JSON, headers=headers)
+        return Answer(encoded, headers=headers)
     streamed = BlobWithDataStream(record, await _primed(service.retrieve.stream(record)))
     headers["Content-Length"] = str(streamed.length)
     return Stream(streamed, media_type=JSON, headers=headers)
@@ -351,7 +354,7 @@ async def retrieve_head(request: AnyRequest, service: Service) -> Response[None]
 
 def _headers_only(status: int, headers: dict[str, str]) -> Response[None]:
     # Litestar insists HEAD handlers are annotated bodiless; b"" keeps our Content-Length.
-    return cast("Response[None]", Response(b"", status_code=status, media_type=OCTET_STREAM, headers=headers))
+    return cast("Response[None]", Answer(b"", status_code=status, headers=headers))
 
 
 @delete(

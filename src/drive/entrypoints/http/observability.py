@@ -21,7 +21,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
-from drive.entrypoints.logs import request_id_var
+from drive.entrypoints.logs import request_id_var, write_access_line
 from drive.telemetry import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
 
 access_log = logging.getLogger("drive.access")
@@ -192,7 +192,7 @@ class RequestObserver:
         }
         if aborted:
             fields["aborted"] = aborted
-        access_log.log(logging.DEBUG if quiet else logging.INFO, "%s %s %d", method, route, status, extra=fields)
+        write_access_line(access_log, logging.DEBUG if quiet else logging.INFO, f"{method} {route} {status}", fields)
 
 
 def _target(scope: Scope) -> str:
