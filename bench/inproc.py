@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import itertools
 import os
 import pstats
 import sys
@@ -100,12 +101,15 @@ def workloads(etag: bytes) -> list[Workload]:
     ]
 
 
+_fresh = itertools.count()  # a new id for every store, across runs
+
+
 async def timed(app: App, workload: Workload, auth: list[tuple[bytes, bytes]], count: int, runs: int) -> float:
     best = float("inf")
-    for run in range(runs):
+    for _ in range(runs):
         started = time.process_time()
         for i in range(count):
-            path = f"/v1/blobs/{BLOB}" if workload.method != "PUT" else f"/v1/blobs/w{run}-{i}"
+            path = f"/v1/blobs/{BLOB}" if workload.method != "PUT" else f"/v1/blobs/w{next(_fresh)}"
             body = workload.body(i)
             headers = [*auth, *workload.headers]
             if body:

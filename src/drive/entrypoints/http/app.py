@@ -27,7 +27,6 @@ from drive.entrypoints.http.observability import RequestObserver
 from drive.entrypoints.http.openapi import BEARER, COMPONENTS
 from drive.entrypoints.http.uploads import uploads_router
 from drive.entrypoints.logs import configure_logging, flush_logs, settings_secrets
-from drive.settings import Settings
 
 log = logging.getLogger("drive")
 
@@ -106,9 +105,6 @@ def create_app(container: Container | None = None) -> Litestar:
     def service() -> DriveService:
         return container.service()
 
-    def app_settings() -> Settings:
-        return container.settings()
-
     tokens = TokenChecker(settings.tokens)
     signed_links = container.signed_links()
     v1 = Router("/", route_handlers=route_handlers, middleware=[blob_auth(tokens, signed_links)], security=[BEARER])
@@ -118,7 +114,6 @@ def create_app(container: Container | None = None) -> Litestar:
         route_handlers=[healthz, readyz, metrics, v1, links, uploads_router(tokens)],
         dependencies={
             "service": Provide(service, sync_to_thread=False),
-            "settings": Provide(app_settings, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

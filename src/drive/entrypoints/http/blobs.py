@@ -1,6 +1,6 @@
 """The /v1/blobs routes.
 
-Handlers get the service and the settings by dependency injection (see ``create_app``).
+Handlers get the service by dependency injection (see ``create_app``), the settings from the app's state.
 Ids come from the raw request path (``id_from_request``), not from a decoded path
 parameter, so ``a/b`` and ``a%2Fb`` name the same blob and nothing is normalised.
 """
@@ -73,7 +73,7 @@ from drive.entrypoints.http.schemas import (
     stored_blob,
     timestamp,
 )
-from drive.entrypoints.http.types import AnyRequest, AppSettings, Service
+from drive.entrypoints.http.types import AnyRequest, Service, settings_of
 
 _store_request = msgspec.json.Decoder(StoreRequest)
 _UTF8_PIECE = 64 * 1024
@@ -198,9 +198,9 @@ def etag_matches(header: str | None, etag: str) -> bool:
     responses=_STORE_RESPONSES,
     response_headers=[_ETAG, _LOCATION],
 )
-async def store_json(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
+async def store_json(request: AnyRequest, service: Service) -> Response[StoredBlob]:
     """201 the first time; 200 with the original answer for the same bytes; 409 for other bytes."""
-    limit = settings.max_json_blob_size
+    limit = settings_of(request).max_json_blob_size
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
     payload = decode_store_request(body)
     validate_id(payload.id)
@@ -220,13 +220,13 @@ async def store_json(request: AnyRequest, service: Service, settings: AppSetting
     responses=_STORE_RESPONSES,
     response_headers=[_ETAG, _LOCATION],
 )
-async def store_raw(request: AnyRequest, service: Service, settings: AppSettings) -> Response[StoredBlob]:
+async def store_raw(request: AnyRequest, service: Service) -> Response[StoredBlob]:
     """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified.
 
     The request's ``Content-Type`` is recorded as the blob's (none: ``application/octet-stream``).
     """
     blob_id = id_from_request(request)
-    limit = put_limit(request, settings.max_blob_size)  # a signed PUT's max_size and content_type
+    limit = put_limit(request, settings_of(request).max_blob_size)  # a signed PUT's max_size and content_type
     check_declared_length(request, limit)
     content_type = request_content_type(request)
     outcome = await service.store(

@@ -14,6 +14,15 @@ from drive.settings import Settings
 AnyRequest = Request[Any, Any, Any]
 AnyConnection = ASGIConnection[Any, Any, Any, Any]
 
-# Provided by ``create_app`` from the container (``dependencies={"service": ..., "settings": ...}``).
+# Provided by ``create_app`` from the container (``dependencies={"service": ...}``).
 Service = NamedDependency[DriveService]
-AppSettings = NamedDependency[Settings]
+
+
+def settings_of(connection: AnyConnection) -> Settings:
+    """The settings ``create_app`` keeps in the app's state.
+
+    Not a second injected dependency: Litestar resolves two dependencies of a handler in a
+    task group of their own, which cost a small store more than its metadata read.
+    """
+    settings: Settings = connection.app.state.settings
+    return settings

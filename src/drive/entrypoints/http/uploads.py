@@ -42,7 +42,7 @@ from drive.entrypoints.http.openapi import (
     error,
     no_body,
 )
-from drive.entrypoints.http.types import AnyRequest, AppSettings, Service
+from drive.entrypoints.http.types import AnyRequest, Service, settings_of
 
 TUS_VERSION = "1.0.0"
 _TUS_VERSION = TUS_VERSION.encode()
@@ -270,7 +270,7 @@ _OFFSET = ResponseHeader(name="Upload-Offset", description="bytes received durab
         _OFFSET,
     ],
 )
-async def create_upload(request: AnyRequest, service: Service, settings: AppSettings) -> Response[None]:
+async def create_upload(request: AnyRequest, service: Service) -> Response[None]:
     """``Upload-Length`` and ``Upload-Metadata`` (``id`` required; ``content_type`` or ``filetype`` optional)."""
     length = _number(request, "upload-length")
     metadata = parse_metadata(request.headers.get("upload-metadata"))
@@ -285,7 +285,7 @@ async def create_upload(request: AnyRequest, service: Service, settings: AppSett
     upload = await service.uploads.create(
         metadata["id"],
         length,
-        max_size=settings.max_blob_size,
+        max_size=settings_of(request).max_blob_size,
         content_type=content_type,
         body=body_stream(request) if has_body else None,
         checksum=parse_checksum(request.headers.get("upload-checksum")) if has_body else None,
@@ -350,12 +350,12 @@ async def upload_status(request: AnyRequest, service: Service) -> Response[None]
     },
     response_headers=[_OFFSET, _EXPIRES],
 )
-async def append_upload(request: AnyRequest, service: Service, settings: AppSettings) -> Response[None]:
+async def append_upload(request: AnyRequest, service: Service) -> Response[None]:
     if request.headers.get("content-type", "").lower() != OFFSET_OCTET_STREAM:
         raise NotOffsetStream(f"Content-Type must be {OFFSET_OCTET_STREAM}")
     offset = _number(request, "upload-offset")
     checksum = parse_checksum(request.headers.get("upload-checksum"))
-    declared = declared_length(request.headers.get("content-length"), settings.max_blob_size)
+    declared = declared_length(request.headers.get("content-length"), settings_of(request).max_blob_size)
     upload = await service.uploads.append(
         _upload_id(request), offset, body_stream(request), checksum=checksum, declared=declared
     )
@@ -381,11 +381,11 @@ async def terminate_upload(request: AnyRequest, service: Service) -> None:
     await service.uploads.terminate(_upload_id(request))
 
 
-async def _advertise(settings: AppSettings) -> Response[None]:
+async def _advertise(request: AnyRequest) -> Response[None]:
     headers = {
         "Tus-Version": TUS_VERSION,
         "Tus-Extension": TUS_EXTENSIONS,
-        "Tus-Max-Size": str(settings.max_blob_size),
+        "Tus-Max-Size": str(settings_of(request).max_blob_size),
         "Tus-Checksum-Algorithm": "sha256",
         "Allow": "OPTIONS, POST",
     }
@@ -397,8 +397,8 @@ uploads_options = route("/v1/uploads", http_method=["OPTIONS"], include_in_schem
 )
 
 
-async def _upload_allow(settings: AppSettings) -> Response[None]:
-    response = await _advertise(settings)
+async def _upload_allow(request: AnyRequest) -> Response[None]:
+    response = await _advertise(request)
     response.headers["Allow"] = "DELETE, HEAD, OPTIONS, PATCH"
     return response
 
