@@ -149,8 +149,13 @@ class SqliteWriter:
             # Nothing of this batch is committed: every job fails, and may be retried.
             log.warning("metadata batch of %d failed: %s", len(batch), type(exc).__name__)
             results = [(pending, None, _translated(exc)) for pending in batch]
+        # One wake-up of each waiting loop per batch (each call_soon_threadsafe writes to the
+        # loop's wake-up pipe), not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for pending, result, error in results:
-            pending.loop.call_soon_threadsafe(_settle, pending.future, result, error)
+            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+        for loop, outcomes in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, outcomes)
 
 
 def _translated(exc: Exception) -> BaseException:
@@ -161,10 +166,11 @@ def _translated(exc: Exception) -> BaseException:
     return exc
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the waiter was cancelled; the job's outcome stands in the database
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the waiter was cancelled; the job's outcome stands in the database
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
