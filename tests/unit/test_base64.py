@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from drive.domain.errors import InvalidBase64
-from drive.entrypoints.http.schemas import decode_base64
+from drive.entrypoints.http.schemas import base64_pieces, decode_base64
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,21 @@ def test_strict_base64_accepts_canonical(text: str, expected: bytes) -> None:
 def test_strict_base64_refuses(text: str) -> None:
     with pytest.raises(InvalidBase64):
         decode_base64(text)
+
+
+@pytest.mark.parametrize("piece", [4, 8, 12, 1024 * 1024])
+@pytest.mark.parametrize("text", ["", "SGVsbG8=", "SGVsbA==", "QUJDREVGR0hJSktMTU5PUFFS", "+/+/" * 9])
+def test_pieces_decode_what_the_whole_decodes(text: str, piece: int) -> None:
+    assert b"".join(base64_pieces(text.encode(), piece)) == decode_base64(text)
+
+
+@pytest.mark.parametrize("piece", [4, 8])
+@pytest.mark.parametrize(
+    "text",
+    ["QQ==QUJD", "QUJDQQ==QUJD", "QUJDQUJ", "QUJD QUJ", "QR==", "QUJDQUJDQR=="],
+)
+def test_pieces_refuse_what_the_whole_refuses(text: str, piece: int) -> None:
+    with pytest.raises(InvalidBase64):
+        decode_base64(text)
+    with pytest.raises(InvalidBase64):
+        b"".join(base64_pieces(text.encode(), piece))

@@ -11,7 +11,7 @@ import binascii
 import codecs
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from email.utils import format_datetime
 from typing import Annotated, cast
 
@@ -69,7 +69,9 @@ from drive.entrypoints.http.schemas import (
     BlobWithDataStream,
     StoredBlob,
     StoreRequest,
+    base64_pieces,
     decode_base64,
+    json_string_text,
     stored_blob,
     timestamp,
 )
@@ -114,7 +116,7 @@ _STORE_RESPONSES = {
 }
 
 
-def decode_store_request(body: bytes) -> StoreRequest:
+def decode_store_request(body: bytes | bytearray) -> StoreRequest:
     """The JSON store's body, or ``InvalidRequest`` for anything that is not a valid one.
 
     JSON is UTF-8 throughout (RFC 8259), ignored fields included; msgspec checks only the
@@ -123,16 +125,18 @@ def decode_store_request(body: bytes) -> StoreRequest:
     if not body.isascii():  # Base64 bodies are ASCII: only non-ASCII ids or extras pay for this
         _check_utf8(body)
     try:
-        return _store_request.decode(body)
+        request = _store_request.decode(body)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid body: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise InvalidRequest("body is not valid JSON") from None
     except RecursionError:
         raise InvalidRequest("body is nested too deeply") from None
+    json_string_text(request.data)  # ``data`` is kept undecoded (msgspec.Raw): it must still be a string
+    return request
 
 
-def _check_utf8(body: bytes) -> None:
+def _check_utf8(body: bytes | bytearray) -> None:
     """Piece by piece, so that checking never holds the whole body as text (up to 4 bytes a character)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     view = memoryview(body)
@@ -205,11 +209,18 @@ async def store_json(request: AnyRequest, service: Service) -> Response[StoredBl
     payload = decode_store_request(body)
     validate_id(payload.id)
     validate_media_type(payload.content_type)
-    data = decode_base64(payload.data)
-    blob_id, payload_type = payload.id, payload.content_type
-    del body, payload  # the decoded bytes are all we keep
-    outcome = await service.store(blob_id, single_chunk(data), max_size=limit, content_type=payload_type)
+    text = json_string_text(payload.data)
+    if text is None:  # escapes in the string (a JSON encoder's "\/"): decoded whole, the rare way
+        chunks = single_chunk(decode_base64(msgspec.json.decode(payload.data, type=str)))
+    else:  # decoded a piece at a time from the body while storing: the blob never sits whole beside it
+        chunks = _pieces(base64_pieces(text))
+    outcome = await service.store(payload.id, chunks, max_size=limit, content_type=payload.content_type)
     return _stored(outcome)
+
+
+async def _pieces(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 @put(

@@ -54,16 +54,24 @@ async def body_stream(request: AnyRequest) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def read_body(request: AnyRequest, limit: int) -> bytes:
-    check_declared_length(request, limit)
-    parts: list[bytes] = []
+async def read_body(request: AnyRequest, limit: int) -> bytearray:
+    """The whole body, in one buffer: sized from ``Content-Length`` when declared, so a large
+    body is never held twice (as its pieces and their join)."""
+    declared = declared_length(request.headers.get("content-length"), limit)
+    body = bytearray(declared or 0)
     size = 0
     async for chunk in body_stream(request):
-        size += len(chunk)
-        if size > limit:
+        end = size + len(chunk)
+        if end > limit:
             raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+        if declared is not None and end <= declared:
+            body[size:end] = chunk  # in place: the buffer has the declared size
+        else:
+            del body[size:]  # a body longer than declared: the server stops it; keep what is ours
+            body += chunk
+        size = end
+    del body[size:]  # shorter than declared (a client gone): only what arrived
+    return body
 
 
 def expected_sha256(request: AnyRequest) -> str | None:
