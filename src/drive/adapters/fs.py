@@ -54,6 +54,10 @@ class FilesystemBlobRepository:
         def prepare() -> None:
             self._objects.mkdir(parents=True, exist_ok=True)
             self._staging.mkdir(parents=True, exist_ok=True)
+            # Every shard directory up front, durably: a write then only names its file.
+            for number in range(256):
+                (self._objects / f"{number:02x}").mkdir(exist_ok=True)
+            _fsync_dir(self._objects)
             # One name per opener: processes starting side by side must not unlink each other's probe.
             probe = self._staging / f"{_PROBE}{os.getpid()}-{id(self):x}"
             probe.write_bytes(b"")
@@ -84,7 +88,7 @@ class FilesystemBlobRepository:
             first = await anext(iterator, b"")
             second = await anext(iterator, None)
             if second is None:
-                await anyio.to_thread.run_sync(_write_whole, staging, final, first)
+                await anyio.to_thread.run_sync(_write_whole, str(staging), str(final), first)
                 return len(first)
             handle = await anyio.to_thread.run_sync(_create, staging, first + second)
             written = len(first) + len(second)
@@ -296,9 +300,22 @@ def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
         os.fsync(handle.fileno())
     finally:
         handle.close()
-    final.parent.mkdir(exist_ok=True)
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
+    _publish(str(staging), str(final))
+
+
+def _publish(staging: str, final: str) -> None:
+    """Rename a sealed file into its shard, durably (the shard's directory entry fsynced)."""
+    shard_dir = os.path.dirname(final)
+    try:
+        os.replace(staging, final)
+    except FileNotFoundError:
+        if not os.path.exists(staging):
+            raise
+        # Its shard was removed behind our back (``open`` makes them all): made again, durably.
+        os.makedirs(shard_dir, exist_ok=True)
+        _fsync_dir(os.path.dirname(shard_dir))
+        os.replace(staging, final)
+    _fsync_dir(shard_dir)
 
 
 async def _on_disk(call: Callable[..., object], *args: object) -> None:
@@ -347,13 +364,21 @@ def _seal_staged(staging: Path, final: Path, length: int) -> None:
         os.fsync(handle.fileno())
     finally:
         handle.close()
-    final.parent.mkdir(exist_ok=True)
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
+    _publish(str(staging), str(final))
 
 
-def _write_whole(staging: Path, final: Path, data: bytes) -> None:
-    _seal_and_publish(_create(staging, data), staging, final)
+def _write_whole(staging: str, final: str, data: bytes) -> None:
+    """A whole small body in one worker-thread hop, with as few Python steps as the syscalls need
+    (each step re-takes the GIL from a busy event loop)."""
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _publish(staging, final)
 
 
 def _discard(handle: IO[bytes] | None, staging: Path) -> None:
@@ -402,7 +427,7 @@ def _read_next(handle: IO[bytes], size: int) -> tuple[IO[bytes] | None, bytes]:
     return handle, chunk
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
