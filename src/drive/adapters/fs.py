@@ -23,6 +23,7 @@ from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 
 READ_CHUNK = 1024 * 1024
+WRITE_GATHER = 1024 * 1024  # bytes gathered per worker-thread hop when writing
 # Reads of up to this many bytes are done on the event loop: open, fstat, pread and close
 # of a small local file take about 15 µs, a worker-thread hop about 100 µs of the loop's
 # time in wake-ups and hand-offs (bench/compare.py). Bigger reads go through threads.
@@ -81,23 +82,27 @@ class FilesystemBlobRepository:
         handle: IO[bytes] | None = None
         written = 0
         try:
-            # Worker-thread hops cost more than a small write: a body of one chunk is written,
-            # fsynced and published in one hop; a longer one takes a hop per chunk, the file
-            # created with the first and sealed (fsync, close, rename, directory fsync) with the last.
-            iterator = aiter(chunks)
-            first = await anext(iterator, b"")
-            second = await anext(iterator, None)
+            # Worker-thread hops cost more than small writes: chunks (as a body arrives, often
+            # 64 KiB or less) are gathered to WRITE_GATHER bytes per hop. A body that fits is
+            # written, fsynced and published in one hop; a longer one is created with its first
+            # piece and sealed (fsync, close, rename, directory fsync) with its last.
+            pieces = _gathered(chunks)
+            first = await anext(pieces, b"")
+            second = await anext(pieces, None)
             if second is None:
                 await anyio.to_thread.run_sync(_write_whole, str(staging), str(final), first)
                 return len(first)
-            handle = await anyio.to_thread.run_sync(_create, staging, first + second)
-            written = len(first) + len(second)
-            del first, second
-            async for chunk in iterator:
-                await anyio.to_thread.run_sync(handle.write, chunk)
-                written += len(chunk)
+            handle = await anyio.to_thread.run_sync(_create, staging, first)
+            written = len(first)
+            del first
+            piece: bytes | bytearray = second
+            async for following in pieces:
+                await anyio.to_thread.run_sync(handle.write, piece)
+                written += len(piece)
+                piece = following
             sealing, handle = handle, None
-            await anyio.to_thread.run_sync(_seal_and_publish, sealing, staging, final)
+            await anyio.to_thread.run_sync(_write_and_publish, sealing, piece, staging, final)
+            written += len(piece)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_discard, handle, staging)
@@ -284,7 +289,7 @@ def _shown(entry: os.DirEntry[str], parent: str) -> str:
     return f"{parent}{entry.name}/" if entry.is_dir(follow_symlinks=False) else f"{parent}{entry.name}"
 
 
-def _create(path: Path, first: bytes) -> IO[bytes]:
+def _create(path: Path, first: bytes | bytearray) -> IO[bytes]:
     handle = open(path, "xb")  # noqa: SIM115 - closed by _seal_and_publish or _discard
     try:
         handle.write(first)
@@ -292,6 +297,26 @@ def _create(path: Path, first: bytes) -> IO[bytes]:
         handle.close()
         raise
     return handle
+
+
+async def _gathered(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes | bytearray]:
+    """``chunks`` regrouped into pieces of at least WRITE_GATHER bytes (the last may be shorter)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        if not buffer and len(chunk) >= WRITE_GATHER:
+            yield chunk  # already large: no copy
+            continue
+        buffer += chunk
+        if len(buffer) >= WRITE_GATHER:
+            yield buffer
+            buffer = bytearray()  # a new one: the piece handed on is never changed
+    if buffer:
+        yield buffer
+
+
+def _write_and_publish(handle: IO[bytes], last: bytes | bytearray, staging: Path, final: Path) -> None:
+    handle.write(last)
+    _seal_and_publish(handle, staging, final)
 
 
 def _seal_and_publish(handle: IO[bytes], staging: Path, final: Path) -> None:
@@ -367,7 +392,7 @@ def _seal_staged(staging: Path, final: Path, length: int) -> None:
     _publish(str(staging), str(final))
 
 
-def _write_whole(staging: str, final: str, data: bytes) -> None:
+def _write_whole(staging: str, final: str, data: bytes | bytearray) -> None:
     """A whole small body in one worker-thread hop, with as few Python steps as the syscalls need
     (each step re-takes the GIL from a busy event loop)."""
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
