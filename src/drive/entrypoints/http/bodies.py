@@ -55,22 +55,18 @@ async def body_stream(request: AnyRequest) -> AsyncIterator[bytes]:
 
 
 async def read_body(request: AnyRequest, limit: int) -> bytearray:
-    """The whole body, in one buffer: sized from ``Content-Length`` when declared, so a large
-    body is never held twice (as its pieces and their join)."""
-    declared = declared_length(request.headers.get("content-length"), limit)
-    body = bytearray(declared or 0)
-    size = 0
+    """The whole body, in one growing buffer: never held twice (as its pieces and their join).
+
+    Not sized from ``Content-Length`` up front: a client that declares a large body and sends
+    nothing would hold that much memory per connection. A large buffer grows in place (glibc
+    moves big blocks by remapping them, not copying).
+    """
+    check_declared_length(request, limit)
+    body = bytearray()
     async for chunk in body_stream(request):
-        end = size + len(chunk)
-        if end > limit:
+        if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"body is larger than the limit of {limit} bytes")
-        if declared is not None and end <= declared:
-            body[size:end] = chunk  # in place: the buffer has the declared size
-        else:
-            del body[size:]  # a body longer than declared: the server stops it; keep what is ours
-            body += chunk
-        size = end
-    del body[size:]  # shorter than declared (a client gone): only what arrived
+        body += chunk
     return body
 
 
