@@ -120,6 +120,23 @@ blob_chunks = Table(
 )
 
 
+async def _rows(chunks: AsyncIterable[bytes], size: int, head: bytes = b"") -> AsyncIterator[bytes]:
+    """``head`` and then ``chunks``, re-sliced into rows of ``size`` bytes (the last may be shorter).
+
+    Memory stays about one row plus one piece.
+    """
+    buffer = bytearray(head)
+    async for piece in chunks:
+        buffer += piece
+        while len(buffer) >= size:
+            with memoryview(buffer) as view:
+                row = bytes(view[:size])
+            del buffer[:size]
+            yield row
+    if buffer:
+        yield bytes(buffer)
+
+
 class DatabaseBlobRepository:
     def __init__(
         self,
@@ -183,21 +200,11 @@ class DatabaseBlobRepository:
         size = self.chunk_size
         written = 0
         seq = 0
-        buffer = bytearray()
         try:
-            async for piece in chunks:
-                written += len(piece)
-                buffer += piece
-                # Re-slice to fixed-size rows; memory stays about one chunk plus one piece.
-                while len(buffer) >= size:
-                    with memoryview(buffer) as view:
-                        row = bytes(view[:size])
-                    del buffer[:size]
-                    await self._put_chunk(key, seq, row)
-                    seq += 1
-            if buffer:
-                await self._put_chunk(key, seq, bytes(buffer))
-                buffer.clear()
+            async for row in _rows(chunks, size):
+                await self._put_chunk(key, seq, row)
+                written += len(row)
+                seq += 1
             await self._publish(key, written)
         except BaseException:
             with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True), contextlib.suppress(StorageUnavailable):
@@ -263,19 +270,13 @@ class DatabaseBlobRepository:
         seq, keep = divmod(offset, size)
         # The durable bytes of the last, partial row are the head of the first row written
         # now; rows past it can only be an interrupted append's leftovers.
-        buffer = bytearray(await self._cut_after(key, seq, keep))
-        written = 0
-        async for piece in chunks:
-            written += len(piece)
-            buffer += piece
-            while len(buffer) >= size:
-                with memoryview(buffer) as view:
-                    row = bytes(view[:size])
-                del buffer[:size]
-                await self._replace_chunk(key, seq, row)
-                seq += 1
-        if buffer:
-            await self._replace_chunk(key, seq, bytes(buffer))
+        head = await self._cut_after(key, seq, keep)
+        total = 0
+        async for row in _rows(chunks, size, head):
+            await self._replace_chunk(key, seq, row)
+            total += len(row)
+            seq += 1
+        written = total - len(head)
         return written, piece_length.after(offset, written)
 
     async def _staged_chunk_size(self, key: str) -> int:

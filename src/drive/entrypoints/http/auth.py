@@ -68,45 +68,46 @@ def authorization(scope: AsgiScope) -> str | None:
     return None
 
 
-def blob_auth(checker: TokenChecker, links: SignedLinks) -> Middleware:
-    """The ``/v1/blobs`` routes: a token whose scope allows the method, or a valid signed link."""
+def _checking(check: Callable[[AsgiScope], None]) -> Middleware:
+    """A middleware that runs ``check`` (raising ``Unauthorized`` or ``Forbidden``) before the route."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
         async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
-            header = authorization(scope)
-            if header is None and is_signed(scope):
-                check_link(scope, links)  # a link instead of a token: for its blob and method only
-            elif checker.require(header) != "read-write" and scope.get("method") not in READ_METHODS:
-                raise Forbidden("the token does not allow this operation")
+            check(scope)
             await app(scope, receive, send)
 
         return authenticated
 
     return wrap
+
+
+def blob_auth(checker: TokenChecker, links: SignedLinks) -> Middleware:
+    """The ``/v1/blobs`` routes: a token whose scope allows the method, or a valid signed link."""
+
+    def check(scope: AsgiScope) -> None:
+        header = authorization(scope)
+        if header is None and is_signed(scope):
+            check_link(scope, links)  # a link instead of a token: for its blob and method only
+        elif checker.require(header) != "read-write" and scope.get("method") not in READ_METHODS:
+            raise Forbidden("the token does not allow this operation")
+
+    return _checking(check)
 
 
 def token_auth(checker: TokenChecker) -> Middleware:
     """Any valid token, whatever its scope: the route checks what the scope allows."""
 
-    def wrap(app: ASGIApp) -> ASGIApp:
-        async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
-            checker.require(authorization(scope))
-            await app(scope, receive, send)
+    def check(scope: AsgiScope) -> None:
+        checker.require(authorization(scope))
 
-        return authenticated
-
-    return wrap
+    return _checking(check)
 
 
 def write_auth(checker: TokenChecker) -> Middleware:
     """A read-write token, whatever the method."""
 
-    def wrap(app: ASGIApp) -> ASGIApp:
-        async def authenticated(scope: AsgiScope, receive: Receive, send: Send) -> None:
-            if checker.require(authorization(scope)) != "read-write":
-                raise Forbidden("the token does not allow this operation")
-            await app(scope, receive, send)
+    def check(scope: AsgiScope) -> None:
+        if checker.require(authorization(scope)) != "read-write":
+            raise Forbidden("the token does not allow this operation")
 
-        return authenticated
-
-    return wrap
+    return _checking(check)
