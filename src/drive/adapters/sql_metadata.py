@@ -43,6 +43,7 @@ from sqlalchemy.dialects.mysql import VARBINARY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase, async_url
 from drive.adapters.sql_point_reads import point_reads_for
@@ -255,15 +256,7 @@ class SqlMetadataRepository:
 
     async def begin(self, op: PendingOp) -> None:
         async with self._write_without_fsync() as conn:
-            await conn.execute(
-                insert(pending).values(
-                    storage_key=op.storage_key,
-                    backend=op.backend,
-                    blob_id=op.blob_id,
-                    kind=op.kind.value,
-                    lease_until=_millis(op.lease_until),
-                )
-            )
+            await conn.execute(_insert_intent(op))
 
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         async with self._write_without_fsync() as conn:
@@ -426,15 +419,7 @@ class SqlMetadataRepository:
 
     async def create_upload(self, upload: Upload) -> None:
         async with self._write() as conn:
-            await conn.execute(
-                insert(pending).values(
-                    storage_key=upload.storage_key,
-                    backend=upload.backend,
-                    blob_id=upload.blob_id,
-                    kind=PendingKind.STORE.value,
-                    lease_until=_millis(upload.expires_at),
-                )
-            )
+            await conn.execute(_insert_intent(PendingOp.uploading(upload)))
             await conn.execute(insert(uploads).values(**upload_values(upload)))
 
     async def get_upload(self, upload_id: str) -> Upload | None:
@@ -536,3 +521,13 @@ class SqlMetadataRepository:
 
 
 __all__ = ["SqlMetadataRepository", "Utf8Bytes", "blobs", "pending", "schema", "upload_from_row", "uploads"]
+
+
+def _insert_intent(op: PendingOp) -> Insert:
+    return insert(pending).values(
+        storage_key=op.storage_key,
+        backend=op.backend,
+        blob_id=op.blob_id,
+        kind=op.kind.value,
+        lease_until=_millis(op.lease_until),
+    )

@@ -184,9 +184,11 @@ class SqliteMetadataRepository(SqlMetadataRepository):
     async def create_upload(self, upload: Upload) -> None:
         values = upload_values(upload)
 
+        intent = PendingOp.uploading(upload)
+
         def job(conn: sqlite3.Connection) -> None:
             _insert_pending(
-                conn, upload.storage_key, upload.backend, upload.blob_id, PendingKind.STORE.value, values["expires_at"]
+                conn, intent.storage_key, intent.backend, intent.blob_id, intent.kind.value, _millis(intent.lease_until)
             )
             conn.execute(
                 f"INSERT INTO drive_uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608

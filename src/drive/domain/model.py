@@ -111,6 +111,11 @@ class PendingOp:
         """The intent to remove ``record``'s bytes, written with the change that leaves them unreferenced."""
         return cls(record.storage_key, record.backend, record.id, PendingKind.DELETE, lease_until)
 
+    @classmethod
+    def uploading(cls, upload: Upload) -> PendingOp:
+        """The STORE intent of a resumable upload's staged bytes, leased until the upload expires."""
+        return cls(upload.storage_key, upload.backend, upload.blob_id, PendingKind.STORE, upload.expires_at)
+
 
 @dataclass(frozen=True, slots=True)
 class CommitOutcome:

@@ -6,9 +6,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
 from sqlalchemy.engine import make_url
+
+
+def unavailable(message: str) -> NoReturn:
+    """A component a test needs is missing: a failure in CI (``CI`` set), a skip elsewhere.
+
+    The one rule for every such check, so that no test can skip in CI for want of a server.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must provide it)", pytrace=False)
+    pytest.skip(message)
 
 
 def ensure_reachable(
