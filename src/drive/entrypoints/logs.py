@@ -113,24 +113,25 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id"?, extra fields…, "exc"?}``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or request_id_var.get()
-        if request_id:
-            line["request_id"] = request_id
-        for key, value in vars(record).items():
-            if key not in _NOT_FIELDS and key not in line and key[:1] != "_":
-                line[key] = value
+        fields = {key: value for key, value in vars(record).items() if key not in _NOT_FIELDS and key[:1] != "_"}
         if record.exc_info and record.exc_info[0] is not None:
-            line["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            fields["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.stack_info:
-            line["stack"] = record.stack_info
-        _redact_fields(line)
-        return _encoder.encode(line).decode()
+            fields["stack"] = record.stack_info
+        return json_line(record.created, record.levelname, record.name, record.getMessage(), fields)
+
+
+def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    """One redacted JSON log line (without its newline): the layout ``JsonFormatter`` documents."""
+    line: dict[str, Any] = {"ts": _timestamp(created), "level": level, "logger": logger, "message": message}
+    request_id = fields.get("request_id") or request_id_var.get()
+    if request_id:
+        line["request_id"] = request_id
+    for key, value in fields.items():
+        if key not in line:
+            line[key] = value
+    _redact_fields(line)
+    return _encoder.encode(line).decode()
 
 
 BATCH_SECONDS = 0.01  # how long a line may wait for others to share its write
@@ -249,20 +250,7 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
     ):
         logger.log(level, "%s", message, extra=fields)
         return
-    line: dict[str, Any] = {
-        "ts": _timestamp(time.time()),
-        "level": logging.getLevelName(level),
-        "logger": logger.name,
-        "message": message,
-    }
-    request_id = fields.get("request_id") or request_id_var.get()
-    if request_id:
-        line["request_id"] = request_id
-    for key, value in fields.items():
-        if key not in line:
-            line[key] = value
-    _redact_fields(line)
-    handler.writer.put(_encoder.encode(line).decode() + "\n")
+    handler.writer.put(json_line(time.time(), logging.getLevelName(level), logger.name, message, fields) + "\n")
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
