@@ -11,7 +11,8 @@ in a worker thread, except reads of small files: those are done inline (below).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import IO
 
@@ -148,30 +149,14 @@ class FilesystemBlobRepository:
         return written, piece_length.after(offset, written)
 
     async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
-        path = self._staging_path(key)
-        remaining = length
-        try:
-            handle, chunk = await anyio.to_thread.run_sync(_open_and_read, str(path), 0, min(READ_CHUNK, remaining))
-        except FileNotFoundError:
-            raise StoredBytesMissing(f"no staged bytes for storage key {key}") from None
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
-        try:
-            while True:
-                remaining -= len(chunk)
-                if chunk:
-                    yield chunk
-                if handle is None or remaining <= 0:
-                    break
-                handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, min(READ_CHUNK, remaining))
-            if remaining > 0:
-                raise StoredBytesMissing(f"staged bytes of storage key {key} are shorter than recorded")
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
-        finally:
-            if handle is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(handle.close)
+        read = 0
+        missing = f"no staged bytes for storage key {key}"
+        async with aclosing(_streamed(str(self._staging_path(key)), 0, length, missing)) as chunks:
+            async for chunk in chunks:
+                read += len(chunk)
+                yield chunk
+        if read < length:
+            raise StoredBytesMissing(f"staged bytes of storage key {key} are shorter than recorded")
 
     async def seal_pieces(self, key: str, state: str, length: int) -> None:
         piece_length.checked(state, length)
@@ -199,30 +184,10 @@ class FilesystemBlobRepository:
             if small:
                 yield small
             return
-        size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-        try:
-            handle, chunk = await anyio.to_thread.run_sync(_open_and_read, path, start, size)
-        except FileNotFoundError:
-            raise StoredBytesMissing(f"no bytes for storage key {key}") from None
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
-        try:
-            # A short read means end of file: the worker closed the file in the same hop.
-            while True:
-                if remaining is not None:
-                    remaining -= len(chunk)
-                if chunk:
-                    yield chunk
-                if handle is None or remaining == 0:
-                    break
-                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, size)
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
-        finally:
-            if handle is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(handle.close)
+        # aclosing: a reader that stops early closes the file now, not when the generator is collected.
+        async with aclosing(_streamed(path, start, remaining, f"no bytes for storage key {key}")) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def delete(self, key: str) -> None:
         paths = (self._object_path(key), self._staging_path(key))
@@ -410,6 +375,35 @@ def _discard(handle: IO[bytes] | None, staging: Path) -> None:
     if handle is not None:
         handle.close()
     staging.unlink(missing_ok=True)
+
+
+async def _streamed(path: str, start: int, remaining: int | None, missing: str) -> AsyncGenerator[bytes, None]:
+    """The file's bytes from ``start`` (``remaining`` of them, None: to its end), READ_CHUNK per
+    worker-thread hop; ``StoredBytesMissing(missing)`` if there is no such file."""
+    size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+    try:
+        handle, chunk = await anyio.to_thread.run_sync(_open_and_read, path, start, size)
+    except FileNotFoundError:
+        raise StoredBytesMissing(missing) from None
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+    try:
+        # A short read means end of file: the worker closed the file in the same hop.
+        while True:
+            if remaining is not None:
+                remaining -= len(chunk)
+            if chunk:
+                yield chunk
+            if handle is None or remaining == 0:
+                break
+            size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+            handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, size)
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+    finally:
+        if handle is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(handle.close)
 
 
 def _read_small(path: str, start: int, remaining: int | None) -> bytes | None:
