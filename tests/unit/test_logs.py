@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -147,3 +148,22 @@ def test_access_lines_below_the_level_are_not_written(
     logs.write_access_line(logging.getLogger("drive.access.quiet"), logging.DEBUG, "probe", {})
     logs.flush_logs()
     assert capsys.readouterr().err == ""
+
+
+def test_access_lines_put_on_an_event_loop_are_written_by_a_worker_in_order(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    access = logging.getLogger("drive.access.loop")
+
+    async def serve() -> None:
+        for n in range(3):
+            logs.write_access_line(access, logging.INFO, f"access {n}", {})
+        assert capsys.readouterr().err == ""  # batched: nothing written on the loop's thread yet
+        logging.getLogger("drive.loop").warning("then a warning")  # at once, after the waiting lines
+        logs.write_access_line(access, logging.INFO, "access 3", {})
+        await asyncio.sleep(logs.BATCH_SECONDS * 10)  # the batch is handed to a worker thread
+
+    asyncio.run(serve())  # the loop's executor is shut down, and so joined, before run() returns
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert messages == ["access 0", "access 1", "access 2", "then a warning", "access 3"]

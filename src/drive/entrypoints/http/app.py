@@ -10,7 +10,6 @@ import anyio
 import msgspec
 from litestar import Litestar, Response, Router, get
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -102,9 +101,6 @@ def create_app(container: Container | None = None) -> Litestar:
             await service.close()
             flush_logs()  # uvicorn ends the process on its signal: no exit handler would write them
 
-    def service() -> DriveService:
-        return container.service()
-
     tokens = TokenChecker(settings.tokens)
     signed_links = container.signed_links()
     v1 = Router("/", route_handlers=route_handlers, middleware=[blob_auth(tokens, signed_links)], security=[BEARER])
@@ -112,9 +108,6 @@ def create_app(container: Container | None = None) -> Litestar:
     links = Router("/", route_handlers=[make_link], middleware=[token_auth(tokens)], security=[BEARER])
     app = Litestar(
         route_handlers=[healthz, readyz, metrics, v1, links, uploads_router(tokens)],
-        dependencies={
-            "service": Provide(service, sync_to_thread=False),
-        },
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=None,  # limits are ours, enforced while streaming

@@ -18,6 +18,7 @@ from litestar.types import Scope as AsgiScope
 from drive.application.links import SignedLinks
 from drive.domain.errors import DriveError
 from drive.entrypoints.http.links import check_link, is_signed
+from drive.entrypoints.http.types import header
 from drive.settings import Scope
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -61,11 +62,7 @@ class TokenChecker:
 
 
 def authorization(scope: AsgiScope) -> str | None:
-    """The ``Authorization`` header, read straight from the scope (no header object is built)."""
-    for name, value in scope["headers"]:
-        if name == _AUTHORIZATION:
-            return value.decode("latin-1")
-    return None
+    return header(scope, _AUTHORIZATION)
 
 
 def _checking(check: Callable[[AsgiScope], None]) -> Middleware:

@@ -75,7 +75,7 @@ from drive.entrypoints.http.schemas import (
     stored_blob,
     timestamp,
 )
-from drive.entrypoints.http.types import AnyRequest, Service, settings_of
+from drive.entrypoints.http.types import AnyRequest, header, service_of, settings_of
 
 _store_request = msgspec.json.Decoder(StoreRequest)
 _UTF8_PIECE = 64 * 1024
@@ -157,7 +157,7 @@ def _stored(outcome: CommitOutcome) -> Response[StoredBlob]:
 
 
 def _wants_raw(request: AnyRequest) -> bool:
-    accept = request.headers.get("accept", "").lower()
+    accept = (header(request.scope, b"accept") or "").lower()
     if link_grant(request) is not None:  # a link is opened by browsers: raw unless JSON is asked for
         return JSON not in accept
     return OCTET_STREAM in accept
@@ -183,7 +183,7 @@ def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _not_modified(request: AnyRequest, record: BlobRecord) -> bool:
-    return etag_matches(request.headers.get("if-none-match"), record.etag)
+    return etag_matches(header(request.scope, b"if-none-match"), record.etag)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -202,8 +202,9 @@ def etag_matches(header: str | None, etag: str) -> bool:
     responses=_STORE_RESPONSES,
     response_headers=[_ETAG, _LOCATION],
 )
-async def store_json(request: AnyRequest, service: Service) -> Response[StoredBlob]:
+async def store_json(request: AnyRequest) -> Response[StoredBlob]:
     """201 the first time; 200 with the original answer for the same bytes; 409 for other bytes."""
+    service = service_of(request)
     limit = settings_of(request).max_json_blob_size
     body = await read_body(request, 4 * math.ceil(limit / 3) + _JSON_OVERHEAD)
     payload = decode_store_request(body)
@@ -231,11 +232,12 @@ async def _pieces(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
     responses=_STORE_RESPONSES,
     response_headers=[_ETAG, _LOCATION],
 )
-async def store_raw(request: AnyRequest, service: Service) -> Response[StoredBlob]:
+async def store_raw(request: AnyRequest) -> Response[StoredBlob]:
     """Same outcomes as the JSON store. An optional ``Content-Digest: sha-256=:<base64>:`` is verified.
 
     The request's ``Content-Type`` is recorded as the blob's (none: ``application/octet-stream``).
     """
+    service = service_of(request)
     blob_id = id_from_request(request)
     limit = put_limit(request, settings_of(request).max_blob_size)  # a signed PUT's max_size and content_type
     check_declared_length(request, limit)
@@ -266,8 +268,9 @@ async def store_raw(request: AnyRequest, service: Service) -> Response[StoredBlo
     },
     response_headers=_RAW_HEADERS,
 )
-async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | Stream:
+async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
     """``?download=`` is read by ``download_name`` (declared in the document by ``RetrieveOperation``)."""
+    service = service_of(request)
     blob_id = id_from_request(request)
     name = download_name(request)
     record = await service.retrieve.stat(blob_id)
@@ -276,7 +279,7 @@ async def retrieve(request: AnyRequest, service: Service) -> Response[bytes] | S
     headers = _raw_headers(record, name)
     if _not_modified(request, record):
         return Answer(b"", status_code=304, headers=_not_modified_headers(headers))
-    window = parse_range(request.headers.get("range"), record.size)
+    window = parse_range(header(request.scope, b"range"), record.size)
     if record.size <= WHOLE_RAW_MAX:
         # Read and verified whole before the status line (a damaged blob is a clean 503), and
         # answered as one body: a stream's machinery costs more than a small blob's bytes.
@@ -353,7 +356,8 @@ async def _primed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     },
     response_headers=[*_RAW_HEADERS, ResponseHeader(name="Content-Length", documentation_only=True)],
 )
-async def retrieve_head(request: AnyRequest, service: Service) -> Response[None]:
+async def retrieve_head(request: AnyRequest) -> Response[None]:
+    service = service_of(request)
     blob_id = id_from_request(request)
     name = download_name(request)
     record = await service.retrieve.stat(blob_id)
@@ -375,8 +379,9 @@ def _headers_only(status: int, headers: dict[str, str]) -> Response[None]:
     operation_class=BlobOperation,
     responses={400: BAD_REQUEST, 401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 503: UNAVAILABLE},
 )
-async def remove(request: AnyRequest, service: Service) -> None:
+async def remove(request: AnyRequest) -> None:
     """After 204 the id is free to be stored again."""
+    service = service_of(request)
     await service.delete(id_from_request(request))
 
 
@@ -387,7 +392,6 @@ async def remove(request: AnyRequest, service: Service) -> None:
 )
 async def list_blobs(
     request: AnyRequest,
-    service: Service,
     prefix: Annotated[str, Parameter(description="only ids starting with these characters")] = "",
     limit: Annotated[str, Parameter(description="page size, 1 to 1000", schema_extra=_LIMIT_SCHEMA)] = "",
     cursor: Annotated[
@@ -406,7 +410,7 @@ async def list_blobs(
     for name in ("prefix", "limit", "cursor"):
         if len(request.query_params.getall(name, [])) > 1:
             raise InvalidRequest(f"{name} may be given at most once")
-    page = await service.list(prefix, page_size(limit), checked_cursor(cursor))
+    page = await service_of(request).list(prefix, page_size(limit), checked_cursor(cursor))
     return BlobList([stored_blob(r) for r in page.items], page.next_cursor)
 
 

@@ -42,7 +42,7 @@ from drive.entrypoints.http.openapi import (
     error,
     no_body,
 )
-from drive.entrypoints.http.types import AnyRequest, Service, settings_of
+from drive.entrypoints.http.types import AnyRequest, service_of, settings_of
 
 TUS_VERSION = "1.0.0"
 _TUS_VERSION = TUS_VERSION.encode()
@@ -270,8 +270,9 @@ _OFFSET = ResponseHeader(name="Upload-Offset", description="bytes received durab
         _OFFSET,
     ],
 )
-async def create_upload(request: AnyRequest, service: Service) -> Response[None]:
+async def create_upload(request: AnyRequest) -> Response[None]:
     """``Upload-Length`` and ``Upload-Metadata`` (``id`` required; ``content_type`` or ``filetype`` optional)."""
+    service = service_of(request)
     length = _number(request, "upload-length")
     metadata = parse_metadata(request.headers.get("upload-metadata"))
     if "id" not in metadata:
@@ -320,7 +321,8 @@ def _has_body(request: AnyRequest) -> bool:
         _EXPIRES,
     ],
 )
-async def upload_status(request: AnyRequest, service: Service) -> Response[None]:
+async def upload_status(request: AnyRequest) -> Response[None]:
+    service = service_of(request)
     upload = await service.uploads.status(_upload_id(request))
     headers = {**_state_headers(upload), "Upload-Length": str(upload.length), "Cache-Control": "no-store"}
     return _empty(200, headers)
@@ -350,7 +352,8 @@ async def upload_status(request: AnyRequest, service: Service) -> Response[None]
     },
     response_headers=[_OFFSET, _EXPIRES],
 )
-async def append_upload(request: AnyRequest, service: Service) -> Response[None]:
+async def append_upload(request: AnyRequest) -> Response[None]:
+    service = service_of(request)
     if request.headers.get("content-type", "").lower() != OFFSET_OCTET_STREAM:
         raise NotOffsetStream(f"Content-Type must be {OFFSET_OCTET_STREAM}")
     offset = _number(request, "upload-offset")
@@ -377,7 +380,8 @@ async def append_upload(request: AnyRequest, service: Service) -> Response[None]
         503: UNAVAILABLE,
     },
 )
-async def terminate_upload(request: AnyRequest, service: Service) -> None:
+async def terminate_upload(request: AnyRequest) -> None:
+    service = service_of(request)
     await service.uploads.terminate(_upload_id(request))
 
 
