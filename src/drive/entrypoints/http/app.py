@@ -19,6 +19,7 @@ from drive.container import Container
 from drive.entrypoints.http.auth import TokenChecker, blob_auth, token_auth
 from drive.entrypoints.http.blobs import route_handlers
 from drive.entrypoints.http.cors import Cors
+from drive.entrypoints.http.direct import direct_calls
 from drive.entrypoints.http.errors import ErrorDetail, exception_handlers
 from drive.entrypoints.http.links import make_link
 from drive.entrypoints.http.metrics import metrics
@@ -103,7 +104,8 @@ def create_app(container: Container | None = None) -> Litestar:
 
     tokens = TokenChecker(settings.tokens)
     signed_links = container.signed_links()
-    v1 = Router("/", route_handlers=route_handlers, middleware=[blob_auth(tokens, signed_links)], security=[BEARER])
+    v1_middleware = [blob_auth(tokens, signed_links), direct_calls]
+    v1 = Router("/", route_handlers=route_handlers, middleware=v1_middleware, security=[BEARER])
     # A read token may make GET links: the handler checks the scope against the method asked for.
     links = Router("/", route_handlers=[make_link], middleware=[token_auth(tokens)], security=[BEARER])
     app = Litestar(

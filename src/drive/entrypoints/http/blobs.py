@@ -1,6 +1,7 @@
 """The /v1/blobs routes.
 
-Handlers take the service and the settings from the app's state (``service_of``, ``settings_of``), put there by ``create_app`` from the container.
+Handlers take the service and the settings from the app's state (``service_of``,
+``settings_of``), put there by ``create_app`` from the container.
 Ids come from the raw request path (``id_from_request``), not from a decoded path
 parameter, so ``a/b`` and ``a%2Fb`` name the same blob and nothing is normalised.
 """

@@ -31,6 +31,7 @@ from drive.domain.errors import DriveError, InvalidId, InvalidRequest
 from drive.domain.model import Upload
 from drive.entrypoints.http.auth import TokenChecker, write_auth
 from drive.entrypoints.http.bodies import body_stream, declared_length
+from drive.entrypoints.http.direct import direct_calls
 from drive.entrypoints.http.openapi import (
     BAD_REQUEST,
     BEARER,
@@ -420,6 +421,6 @@ def uploads_router(tokens: TokenChecker) -> Router:
     return Router(
         "/",
         route_handlers=[uploads_options, create_upload, upload_options, upload_status, append_upload, terminate_upload],
-        middleware=[tus_headers, write_auth(tokens), tus_version],
+        middleware=[tus_headers, write_auth(tokens), tus_version, direct_calls],
         security=[BEARER],
     )
