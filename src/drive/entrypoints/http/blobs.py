@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from email.utils import format_datetime
 from typing import Annotated, cast
 
@@ -168,7 +170,7 @@ def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
     """The raw answer's headers; a 304 drops the representation's own (type, length, disposition)."""
     headers = {
         "ETag": record.etag,
-        "Last-Modified": format_datetime(record.created_at, usegmt=True),
+        "Last-Modified": _http_date(record.created_at),
         "Accept-Ranges": "bytes",
         "Content-Type": record.content_type,  # as recorded: set here, Litestar would add a charset to text/*
         "Content-Length": str(record.size),
@@ -177,6 +179,11 @@ def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
     if download is not None:
         headers["Content-Disposition"] = content_disposition(download)
     return headers
+
+
+@functools.lru_cache(maxsize=4096)  # as ``timestamp``: the same blobs' dates, formatted once
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
 
 
 def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +48,7 @@ class BlobList(msgspec.Struct):
     next_cursor: str | None
 
 
+@functools.lru_cache(maxsize=4096)  # reads of the same blobs repeat; strftime was 3 % of a small GET
 def timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
