@@ -6,6 +6,7 @@ entrypoint, so a use-case built anywhere but the container would go unnoticed no
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Iterator
@@ -132,3 +133,10 @@ def test_http_app_serves_and_probes_through_the_container(stores: Stores) -> Non
         down = client.get("/readyz")
         assert down.status_code == 503
         assert down.json()["checks"]["metadata"] == "unavailable"
+
+
+def test_serving_app_leaves_start_up_objects_out_of_garbage_collection(stores: Stores) -> None:
+    metadata, _fs, _db, backends = stores
+    with TestClient(create_app(container_over(metadata, backends))):
+        # Frozen at the first start in this process (this one, or an earlier test's).
+        assert gc.get_freeze_count() > 0
