@@ -167,3 +167,19 @@ def test_access_lines_put_on_an_event_loop_are_written_by_a_worker_in_order(
     asyncio.run(serve())  # the loop's executor is shut down, and so joined, before run() returns
     messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
     assert messages == ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+
+
+def test_access_lines_due_while_the_loop_shuts_its_executor_down_are_still_written(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    access = logging.getLogger("drive.access.shutdown")
+
+    async def last_request() -> None:
+        logs.write_access_line(access, logging.INFO, "last", {})
+        loop = asyncio.get_running_loop()
+        await loop.shutdown_default_executor()  # as asyncio.run does on its way out
+        await asyncio.sleep(logs.BATCH_SECONDS * 5)  # the batch falls due after that
+
+    asyncio.run(last_request())
+    assert [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()] == ["last"]

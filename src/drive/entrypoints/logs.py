@@ -181,8 +181,12 @@ class _BackgroundWriter:
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due_on = None
-        if self._lines:
+        if not self._lines:
+            return
+        try:
             loop.run_in_executor(None, self.write_now)
+        except RuntimeError:  # the loop is shutting its executor down: write them here, once
+            self.write_now()
 
     def write_now(self, line: str = "") -> None:
         """Write what is waiting, then ``line``, in the calling thread."""
