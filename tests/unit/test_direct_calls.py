@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytest
@@ -53,7 +54,7 @@ def test_handlers_are_called_directly_only_when_they_take_just_the_request(monke
         await original(self, scope, receive, send)
 
     monkeypatch.setattr(HTTPRoute, "handle", counting)
-    monkeypatch.setattr(direct, "_eligible", {})
+    monkeypatch.setattr(direct, "_eligible", weakref.WeakKeyDictionary())
     with create_test_client(
         [plain, fails, guarded, with_param],
         middleware=[direct.direct_calls],

@@ -14,13 +14,15 @@ through ``handle`` unchanged.
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
 
 from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-_eligible: dict[HTTPRouteHandler, bool] = {}  # per handler, decided on its first request
+# Per handler, decided on its first request; weak, so apps that are done with (tests make many) can go.
+_eligible: weakref.WeakKeyDictionary[HTTPRouteHandler, bool] = weakref.WeakKeyDictionary()
 
 
 def _direct(handler: HTTPRouteHandler) -> bool:
