@@ -68,8 +68,10 @@ def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
     """The S3 or FTP server gone for 30 s while 8 clients PUT and GET against a ``drive serve`` process.
 
     Every upload cut off meanwhile leaves an intent whose bytes could not be removed while
-    the backend was away; recovery (every 2 s here) works through hundreds of them once it
-    is back, so fsck gets up to 90 s to find the store clean. A short upload lease and recovery
+    the backend was away; recovery (every 2 s here) works through them once it is back, one
+    backend call each: hundreds, and once 2,242, whose pass ended seconds after a 90 s wait
+    had run out (the faster the server fails a request, the more the clients send), so fsck
+    gets up to 180 s to find the store clean. A short upload lease and recovery
     interval let the server clean up after uploads cut off midway before fsck looks.
     """
     quick = {"UPLOAD_LEASE_SECONDS": "5", "RECOVERY_INTERVAL_SECONDS": "2"}
@@ -98,7 +100,7 @@ def test_outage_under_steady_load_gives_503_then_service_and_loses_nothing(
         assert len(down) >= 8, f"too few 503s during the outage: {summary}"
         assert load.recovered_after(moments["up"]) < 10, summary
         load.assert_all_read_back()
-        fsck_clean(Drive(drive_env, tmp_path), wait=90)
+        fsck_clean(Drive(drive_env, tmp_path), wait=180)
         print(f"{outage_backend.param} outage: {summary}")
     finally:
         server.terminate()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import pytest
@@ -54,10 +53,9 @@ def test_handlers_are_called_directly_only_when_they_take_just_the_request(monke
         await original(self, scope, receive, send)
 
     monkeypatch.setattr(HTTPRoute, "handle", counting)
-    monkeypatch.setattr(direct, "_eligible", weakref.WeakKeyDictionary())
     with create_test_client(
         [plain, fails, guarded, with_param],
-        middleware=[direct.direct_calls],
+        middleware=[direct.direct_calls()],
         exception_handlers={Teapot: lambda request, exc: Response({"error": "teapot"}, status_code=418)},
     ) as client:
         assert client.get("/plain").json() == {"path": "/plain"}
@@ -66,4 +64,6 @@ def test_handlers_are_called_directly_only_when_they_take_just_the_request(monke
         assert client.get("/guarded").status_code == 401  # a guard is never skipped
         assert client.get("/param", params={"q": "x"}).text == "x"
         assert client.get("/param").status_code == 400  # validated by Litestar, as without the middleware
-    assert handled == ["/guarded", "/param", "/param"]
+        allowed = client.options("/plain")  # Litestar's own OPTIONS handler (a plain HTTPRouteHandler)
+        assert allowed.status_code == 204 and "GET" in allowed.headers["allow"]
+    assert handled == ["/guarded", "/param", "/param", "/plain"]

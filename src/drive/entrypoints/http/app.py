@@ -126,7 +126,7 @@ def create_app(container: Container | None = None) -> Litestar:
 
     tokens = TokenChecker(settings.tokens)
     signed_links = container.signed_links()
-    v1_middleware = [blob_auth(tokens, signed_links), direct_calls]
+    v1_middleware = [blob_auth(tokens, signed_links), direct_calls()]
     v1 = Router("/", route_handlers=route_handlers, middleware=v1_middleware, security=[BEARER])
     # A read token may make GET links: the handler checks the scope against the method asked for.
     links = Router("/", route_handlers=[make_link], middleware=[token_auth(tokens)], security=[BEARER])

@@ -14,43 +14,52 @@ through ``handle`` unchanged.
 from __future__ import annotations
 
 import inspect
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-# Per handler, decided on its first request; weak, so apps that are done with (tests make many) can go.
-_eligible: weakref.WeakKeyDictionary[HTTPRouteHandler, bool] = weakref.WeakKeyDictionary()
+
+def eligible(handler: HTTPRouteHandler) -> bool:
+    """Whether ``HTTPRoute.handle`` would do nothing for ``handler`` but call it with the request."""
+    return (
+        list(inspect.signature(handler.fn).parameters) == ["request"]
+        and not handler.has_sync_callable
+        and handler.resolve_request_class() is Request
+        and not handler.resolve_guards()
+        and handler.resolve_before_request() is None
+        and handler.resolve_after_response() is None
+        and not handler.cache
+    )
 
 
-def _direct(handler: HTTPRouteHandler) -> bool:
-    eligible = _eligible.get(handler)
-    if eligible is None:
-        eligible = _eligible[handler] = (
-            list(inspect.signature(handler.fn).parameters) == ["request"]
-            and not handler.has_sync_callable
-            and handler.resolve_request_class() is Request
-            and not handler.resolve_guards()
-            and handler.resolve_before_request() is None
-            and handler.resolve_after_response() is None
-            and not handler.cache
-        )
-    return eligible
+def direct_calls() -> Callable[[ASGIApp], ASGIApp]:
+    """A route middleware: a request-only handler is called directly; any other goes to the route.
 
+    One per app (``create_app`` makes them): its decisions, per handler on its first request,
+    live as long as that app does.
+    """
+    decided: dict[HTTPRouteHandler, bool] = {}
 
-def direct_calls(app: ASGIApp) -> ASGIApp:
-    """Route middleware: a request-only handler is called directly; any other goes to ``app``."""
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def call(scope: Scope, receive: Receive, send: Send) -> None:
+            handler: Any = scope.get("route_handler")
+            if not isinstance(handler, HTTPRouteHandler):
+                await app(scope, receive, send)
+                return
+            direct = decided.get(handler)
+            if direct is None:
+                direct = decided[handler] = eligible(handler)
+            if not direct:
+                await app(scope, receive, send)
+                return
+            request: Request[Any, Any, Any] = Request(scope, receive, send)
+            data = await handler.fn(request)
+            answer = await handler.to_response(app=scope["litestar_app"], data=data, request=request)
+            await answer(scope, receive, send)
 
-    async def call(scope: Scope, receive: Receive, send: Send) -> None:
-        handler: Any = scope.get("route_handler")
-        if not isinstance(handler, HTTPRouteHandler) or not _direct(handler):
-            await app(scope, receive, send)
-            return
-        request: Request[Any, Any, Any] = Request(scope, receive, send)
-        data = await handler.fn(request)
-        answer = await handler.to_response(app=scope["litestar_app"], data=data, request=request)
-        await answer(scope, receive, send)
+        return call
 
-    return call
+    return wrap

@@ -421,6 +421,6 @@ def uploads_router(tokens: TokenChecker) -> Router:
     return Router(
         "/",
         route_handlers=[uploads_options, create_upload, upload_options, upload_status, append_upload, terminate_upload],
-        middleware=[tus_headers, write_auth(tokens), tus_version, direct_calls],
+        middleware=[tus_headers, write_auth(tokens), tus_version, direct_calls()],
         security=[BEARER],
     )
