@@ -315,15 +315,7 @@ class SqlMetadataRepository:
             gone = await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))
             if gone.rowcount != 1:
                 raise StorageUnavailable("copy lease was lost; retry")  # rolls the update back
-            await conn.execute(
-                insert(pending).values(
-                    storage_key=record.storage_key,
-                    backend=record.backend,
-                    blob_id=record.id,
-                    kind=PendingKind.DELETE.value,
-                    lease_until=_millis(lease_until),
-                )
-            )
+            await conn.execute(_insert_intent(PendingOp.deleting(record, lease_until)))
         return True
 
     async def add_chunk_digests(self, record: BlobRecord) -> bool:
@@ -356,15 +348,7 @@ class SqlMetadataRepository:
             )
             if gone.rowcount != 1:
                 return None
-            await conn.execute(
-                insert(pending).values(
-                    storage_key=record.storage_key,
-                    backend=record.backend,
-                    blob_id=blob_id,
-                    kind=PendingKind.DELETE.value,
-                    lease_until=_millis(lease_until),
-                )
-            )
+            await conn.execute(_insert_intent(PendingOp.deleting(record, lease_until)))
         return record
 
     async def page(self, prefix: str, after: str | None, limit: int) -> list[BlobRecord]:

@@ -15,7 +15,7 @@ from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository, upload_from_row, upload_values
 from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, Upload
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp, Upload
 
 _RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
 _RECORD_VALUES = ", ".join("?" * len(_RECORD_COLUMNS.split(",")))
@@ -62,10 +62,10 @@ def _select_record(conn: sqlite3.Connection, blob_id: str) -> BlobRecord | None:
     return None if row is None else _record(row)
 
 
-def _insert_pending(conn: sqlite3.Connection, key: str, backend: str, blob_id: str, kind: str, lease: int) -> None:
+def _insert_pending(conn: sqlite3.Connection, op: PendingOp) -> None:
     conn.execute(
         "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until) VALUES (?, ?, ?, ?, ?)",
-        (key, backend, blob_id, kind, lease),
+        (op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until)),
     )
 
 
@@ -87,7 +87,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
 
     async def begin(self, op: PendingOp) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            _insert_pending(conn, op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until))
+            _insert_pending(conn, op)
 
         await self._writer.run(job, durable=False)
 
@@ -141,9 +141,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             gone = conn.execute("DELETE FROM drive_pending WHERE storage_key = ?", (storage_key,))
             if gone.rowcount != 1:
                 raise StorageUnavailable("copy lease was lost; retry")  # rolls the update back
-            _insert_pending(
-                conn, record.storage_key, record.backend, record.id, PendingKind.DELETE.value, _millis(lease_until)
-            )
+            _insert_pending(conn, PendingOp.deleting(record, lease_until))
             return True
 
         return await self._writer.run(job)
@@ -172,9 +170,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             if record is None:
                 return None
             conn.execute("DELETE FROM drive_blobs WHERE id = ?", (blob_id,))
-            _insert_pending(
-                conn, record.storage_key, record.backend, blob_id, PendingKind.DELETE.value, _millis(lease_until)
-            )
+            _insert_pending(conn, PendingOp.deleting(record, lease_until))
             return record
 
         return await self._writer.run(job)
@@ -183,13 +179,10 @@ class SqliteMetadataRepository(SqlMetadataRepository):
 
     async def create_upload(self, upload: Upload) -> None:
         values = upload_values(upload)
-
         intent = PendingOp.uploading(upload)
 
         def job(conn: sqlite3.Connection) -> None:
-            _insert_pending(
-                conn, intent.storage_key, intent.backend, intent.blob_id, intent.kind.value, _millis(intent.lease_until)
-            )
+            _insert_pending(conn, intent)
             conn.execute(
                 f"INSERT INTO drive_uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
                 tuple(values[name.strip()] for name in _UPLOAD_COLUMNS.split(",")),
