@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import MIB, TOKEN, PeakRss, free_port, rss_mib, start_server
+from floors import sha256_rate
 
 AUTH = f"Authorization: Bearer {TOKEN}"
 
@@ -46,15 +46,6 @@ def dd_rate(directory: Path, size_mib: int) -> float:
     elapsed = time.perf_counter() - started
     target.unlink()
     return size_mib / elapsed
-
-
-def sha256_rate(size_mib: int) -> float:
-    block = os.urandom(MIB)
-    digest = hashlib.sha256()
-    started = time.perf_counter()
-    for _ in range(size_mib):
-        digest.update(block)
-    return size_mib / (time.perf_counter() - started)
 
 
 def curl(*args: str) -> float:
