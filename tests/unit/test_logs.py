@@ -127,6 +127,13 @@ def test_access_line_written_directly_is_the_line_logging_writes(
     assert direct["path"] == f"/v1/blobs/a?t={REDACTED}" and direct["request_id"] == "r-1"
 
 
+IN_ORDER = ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+
+
+def written_messages(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+
+
 def test_access_lines_and_other_lines_keep_their_order(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,8 +144,7 @@ def test_access_lines_and_other_lines_keep_their_order(
     logging.getLogger("drive.order").warning("then a warning")  # written at once, after the waiting lines
     logs.write_access_line(access, logging.INFO, "access 3", {})
     logs.flush_logs()
-    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
-    assert messages == ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+    assert written_messages(capsys) == IN_ORDER
 
 
 def test_access_lines_below_the_level_are_not_written(
@@ -165,8 +171,7 @@ def test_access_lines_put_on_an_event_loop_are_written_by_a_worker_in_order(
         await asyncio.sleep(logs.BATCH_SECONDS * 10)  # the batch is handed to a worker thread
 
     asyncio.run(serve())  # the loop's executor is shut down, and so joined, before run() returns
-    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
-    assert messages == ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+    assert written_messages(capsys) == IN_ORDER
 
 
 def test_access_lines_due_while_the_loop_shuts_its_executor_down_are_still_written(
@@ -182,4 +187,4 @@ def test_access_lines_due_while_the_loop_shuts_its_executor_down_are_still_writt
         await asyncio.sleep(logs.BATCH_SECONDS * 5)  # the batch falls due after that
 
     asyncio.run(last_request())
-    assert [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()] == ["last"]
+    assert written_messages(capsys) == ["last"]
