@@ -259,7 +259,8 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
     root = logging.getLogger()
     if (
         handler is None
-        or root.handlers != [handler]
+        or len(root.handlers) != 1
+        or root.handlers[0] is not handler  # compared without building a list per request
         or logger.handlers
         or logger.filters
         or not logger.propagate
