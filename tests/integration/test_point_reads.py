@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from drive.adapters import sql_point_reads as point_reads
 from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository
 from drive.adapters.sql_point_reads import PostgresPointReads, SqlitePointReads, point_reads_for
@@ -104,20 +105,89 @@ async def test_sqlite_busy_inline_read_is_retried_in_a_worker_thread(
         fetch = reader._fetch
         threads: list[tuple[bool, int]] = []
 
-        def busy_inline(blob_id: str, inline: bool) -> tuple[object, ...] | None:
+        def busy_inline(blob_id: str) -> BlobRecord | None:
             # As SQLite answers a reader while a crashed writer's WAL index is recovered:
             # the inline read, with no busy timeout, must give up at once, not block the loop.
-            threads.append((inline, threading.get_ident()))
-            if inline:
-                exc = sqlite3.OperationalError("database is locked")
-                exc.sqlite_errorcode = sqlite3.SQLITE_BUSY_RECOVERY
-                raise exc
-            return fetch(blob_id, inline)
+            threads.append((True, threading.get_ident()))
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = sqlite3.SQLITE_BUSY_RECOVERY
+            raise exc
 
-        monkeypatch.setattr(reader, "_fetch", busy_inline)
+        def waiting_fetch(blob_id: str) -> tuple[object, ...] | None:
+            threads.append((False, threading.get_ident()))
+            return fetch(blob_id)
+
+        monkeypatch.setattr(reader, "_inline", busy_inline)
+        monkeypatch.setattr(reader, "_fetch", waiting_fetch)
         assert await repo.get("busy") == record
         assert [inline for inline, _ in threads] == [True, False]
         assert threads[0][1] == threading.get_ident() != threads[1][1]
+    finally:
+        await repo.close()
+
+
+def _statements(reader: SqlitePointReads) -> list[str]:
+    """The SQL the event loop thread's connection runs from now on."""
+    seen: list[str] = []
+    reader._reader(inline=True).conn.set_trace_callback(seen.append)
+    return seen
+
+
+async def test_sqlite_repeated_read_is_served_without_a_select(tmp_path: Path) -> None:
+    repo = await opened(f"sqlite:///{tmp_path / 'metadata.db'}")
+    try:
+        record = await store(repo, "kept")
+        reader = repo._point_reads
+        assert isinstance(reader, SqlitePointReads)
+        seen = _statements(reader)
+        assert await repo.get("kept") == record
+        assert await repo.get("kept") == record
+        assert [s.split()[0] for s in seen] == ["PRAGMA", "SELECT", "PRAGMA"]
+    finally:
+        await repo.close()
+
+
+_OTHER_PROCESS = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute(sys.argv[2], sys.argv[3:])
+"""
+
+
+def _in_another_process(database: Path, sql: str, *args: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(database), sql, *args], check=True, timeout=60)
+
+
+async def test_sqlite_kept_record_gives_way_to_another_process_commit(tmp_path: Path) -> None:
+    database = tmp_path / "metadata.db"
+    repo = await opened(f"sqlite:///{database}")
+    try:
+        record = await store(repo, "moved")
+        assert await repo.get("moved") == record  # now kept
+        # Another server process moves the blob (a new storage key), then deletes it.
+        _in_another_process(database, "UPDATE drive_blobs SET storage_key = ? WHERE id = ?", "k2", "moved")
+        got = await repo.get("moved")
+        assert got is not None
+        assert got.storage_key == "k2"
+        _in_another_process(database, "DELETE FROM drive_blobs WHERE id = ?", "moved")
+        assert await repo.get("moved") is None
+    finally:
+        await repo.close()
+
+
+async def test_sqlite_kept_records_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(point_reads, "CACHED_RECORDS", 2)
+    repo = await opened(f"sqlite:///{tmp_path / 'metadata.db'}")
+    try:
+        records = [await store(repo, f"b/{i}") for i in range(3)]
+        reader = repo._point_reads
+        assert isinstance(reader, SqlitePointReads)
+        for record in records:
+            assert await repo.get(record.id) == record
+        assert list(reader._reader(inline=True).records) == ["b/1", "b/2"]  # the first read went first
     finally:
         await repo.close()
 

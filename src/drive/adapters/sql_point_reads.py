@@ -14,7 +14,16 @@ aiosqlite's worker-thread hop and its wake-ups); the query itself takes about 10
   connection and reuses it.
 
 Each read is its own transaction on a connection that sees every commit made before it
-started, in this process or any other: no cache, so never a stale record.
+started, in this process or any other, so a record is never stale.
+
+On SQLite the inline connection also keeps the records it read (``_Reader``), valid only
+while ``PRAGMA data_version`` is unchanged: SQLite changes that number on this connection when
+any other connection, of this process or another, commits to the database. Each read asks for
+it first (about 2 µs, against 5 µs for the ``SELECT`` and 3 µs for making the record); a
+different number empties the cache before the lookup. A record is thus served from the cache
+only when no commit of any writer has happened since it was read from the table: the same
+answer the ``SELECT`` would give. PostgreSQL has no such cheap number, so its reads go to the
+server every time.
 """
 
 from __future__ import annotations
@@ -41,6 +50,10 @@ _SQLITE_BUSY_SECONDS = 30.0
 _POSTGRES_CONNECT_SECONDS = 10.0
 _POSTGRES_COMMAND_SECONDS = 30.0
 _POSTGRES_POOL_SIZE = 10
+# The inline cache: records kept, and the largest chunk-digest list worth keeping (32 bytes
+# a MiB of blob: a record of a blob over 32 MiB is read from the table each time).
+CACHED_RECORDS = 4096
+_CACHED_DIGESTS_MAX = 1024
 
 
 class PointReads(Protocol):
@@ -84,6 +97,43 @@ def _unreachable(exc: OSError) -> StorageUnavailable:
     return StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})")
 
 
+class _Reader:
+    """A thread's connection; the event loop thread's also keeps the records it read (see above)."""
+
+    __slots__ = ("conn", "records", "version")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.version: object = None  # data_version when ``records`` were read
+        self.records: dict[str, BlobRecord] = {}
+
+    def fetch(self, blob_id: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(_SQLITE_GET, (blob_id,)).fetchone()
+        return row
+
+    def cached(self, blob_id: str) -> BlobRecord | None:
+        version = self.conn.execute(_DATA_VERSION).fetchone()[0]
+        if version != self.version:  # a commit since: whatever is kept may be stale
+            self.records.clear()
+            self.version = version
+        else:
+            record = self.records.get(blob_id)
+            if record is not None:
+                return record
+        row = self.fetch(blob_id)
+        if row is None:
+            return None
+        record = _record(row)
+        if record.chunk_digests is None or len(record.chunk_digests) <= _CACHED_DIGESTS_MAX:
+            if len(self.records) >= CACHED_RECORDS:
+                del self.records[next(iter(self.records))]  # the first kept goes first
+            self.records[blob_id] = record
+        return record
+
+
+_DATA_VERSION = "PRAGMA data_version"
+
+
 class SqlitePointReads:
     def __init__(self, path: str) -> None:
         # mode=rw: never create an empty database where the real one is missing.
@@ -95,8 +145,8 @@ class SqlitePointReads:
         # another (as the engine's pool does after dispose()).
         self._generation = 0
 
-    def _connection(self, *, inline: bool) -> sqlite3.Connection:
-        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+    def _reader(self, *, inline: bool) -> _Reader:
+        held: tuple[int, _Reader] | None = getattr(self._local, "held", None)
         if held is not None and held[0] == self._generation:
             return held[1]
         conn = sqlite3.connect(
@@ -106,23 +156,26 @@ class SqlitePointReads:
             check_same_thread=False,  # closed from whichever thread calls close()
             timeout=0 if inline else _SQLITE_BUSY_SECONDS,
         )
+        reader = _Reader(conn)
         with self._lock:
             self._opened.append(conn)
-            self._local.held = (self._generation, conn)
-        return conn
+            self._local.held = (self._generation, reader)
+        return reader
 
-    def _fetch(self, blob_id: str, inline: bool) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._connection(inline=inline).execute(_SQLITE_GET, (blob_id,)).fetchone()
-        return row
+    def _inline(self, blob_id: str) -> BlobRecord | None:
+        return self._reader(inline=True).cached(blob_id)
+
+    def _fetch(self, blob_id: str) -> tuple[Any, ...] | None:
+        return self._reader(inline=False).fetch(blob_id)
 
     async def get(self, blob_id: str) -> BlobRecord | None:
         try:
             try:
-                row = self._fetch(blob_id, inline=True)
+                return self._inline(blob_id)
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # any extended code
                     raise
-                row = await anyio.to_thread.run_sync(self._fetch, blob_id, False)
+                row = await anyio.to_thread.run_sync(self._fetch, blob_id)
         except sqlite3.Error as exc:
             raise _failed(exc) from None
         except OSError as exc:
