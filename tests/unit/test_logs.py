@@ -188,3 +188,28 @@ def test_access_lines_due_while_the_loop_shuts_its_executor_down_are_still_writt
 
     asyncio.run(last_request())
     assert written_messages(capsys) == ["last"]
+
+
+def test_a_batch_of_access_lines_redacts_only_what_holds_a_secret(
+    own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_ours(monkeypatch)
+    access = logging.getLogger("drive.access.batch")
+    paths = ["/v1/blobs/a", "/v1/blobs/b?t=s3cret-token-value", "/v1/blobs/c?h=Bearer abc", "/v1/blobs/d"]
+
+    async def serve() -> None:
+        for n, path in enumerate(paths):
+            logs.write_access_line(access, logging.INFO, f"access {n}", {"path": path, "status": 200})
+        assert capsys.readouterr().err == ""  # one batch, formatted when it is written
+        logs.flush_logs()
+
+    asyncio.run(serve())
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["path"] for line in lines] == [
+        "/v1/blobs/a",
+        f"/v1/blobs/b?t={REDACTED}",
+        f"/v1/blobs/c?h=Bearer {REDACTED}",
+        "/v1/blobs/d",
+    ]
+    assert [line["message"] for line in lines] == [f"access {n}" for n in range(4)]
+    assert all(line["status"] == 200 and line["logger"] == "drive.access.batch" for line in lines)

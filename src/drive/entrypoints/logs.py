@@ -117,6 +117,19 @@ def _redact_fields(line: dict[str, Any]) -> None:
 _PLAIN_TYPES = frozenset({str, bool, int, float, type(None)})
 
 
+def _redact_batch(lines: list[dict[str, Any]]) -> None:
+    """``_redact_fields`` for many lines: one look at all their values, field by field only on a hit."""
+    values = [value for line in lines for value in line.values()]
+    strings = "\x00".join([value for value in values if type(value) is str])
+    if (
+        _may_hold_credential(strings)
+        or any(secret in strings for secret in _longest_first)
+        or not _PLAIN_TYPES.issuperset(map(type, values))
+    ):
+        for line in lines:
+            _redact_fields(line)
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id"?, extra fields…, "exc"?}``."""
 
@@ -131,15 +144,35 @@ class JsonFormatter(logging.Formatter):
 
 def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
     """One redacted JSON log line (without its newline): the layout ``JsonFormatter`` documents."""
+    line = _line(created, level, logger, message, fields.get("request_id") or request_id_var.get(), fields)
+    _redact_fields(line)
+    return _encoder.encode(line).decode()
+
+
+def _line(
+    created: float, level: str, logger: str, message: str, request_id: str | None, fields: dict[str, Any]
+) -> dict[str, Any]:
     line: dict[str, Any] = {"ts": _timestamp(created), "level": level, "logger": logger, "message": message}
-    request_id = fields.get("request_id") or request_id_var.get()
     if request_id:
         line["request_id"] = request_id
     for key, value in fields.items():
         if key not in line:
             line[key] = value
-    _redact_fields(line)
-    return _encoder.encode(line).decode()
+    return line
+
+
+# An access line as handed over on the event loop, formatted later with its batch:
+# (time, level name, logger name, message, request id, fields).
+_Pending = tuple[float, str, str, str, str | None, dict[str, Any]]
+
+
+def _access_lines(pending: list[_Pending]) -> list[str]:
+    """Lines of a batch, redacted and encoded together (per line, this was most of a line's cost)."""
+    if not pending:
+        return []
+    lines = [_line(*entry) for entry in pending]
+    _redact_batch(lines)
+    return [_encoder.encode_lines(lines).decode()]
 
 
 BATCH_SECONDS = 0.01  # how long a line may wait for others to share its write
@@ -149,25 +182,25 @@ class _BackgroundWriter:
     """Writes access lines to ``sys.stderr`` in batches, off the event loop.
 
     A write to stderr blocks while its reader (a pipe, a container runtime's log driver, a
-    terminal) is slow, and cost a system call per request on the event loop. A line is
-    appended to a queue; the first of a batch asks the event loop to hand the batch, 10 ms
-    later, to a worker thread, which writes it in one call. A thread of our own waiting on
-    a condition cost more (measured, ``bench/inproc.py``: about 16 µs per request of lock,
-    wake-up and GIL traffic, against one loop timer per batch). Outside an event loop a line
-    is written at once. Other lines (rare: start-up, warnings, errors) are written at once by
-    the caller, after the access lines before them, so order is kept. ``flush`` writes what
-    is waiting; the server calls it when it stops (a process ending on its signal runs no
-    exit handlers).
+    terminal) is slow, and cost a system call per request on the event loop. A line's parts
+    are appended to a queue; the first of a batch asks the event loop to hand the batch, 10 ms
+    later, to a worker thread, which formats it (``_access_lines``) and writes it in one call.
+    A thread of our own waiting on a condition cost more (measured, ``bench/inproc.py``: about
+    16 µs per request of lock, wake-up and GIL traffic, against one loop timer per batch).
+    Outside an event loop a line is written at once. Other lines (rare: start-up, warnings,
+    errors) are written at once by the caller, after the access lines before them, so order
+    is kept. ``flush`` writes what is waiting; the server calls it when it stops (a process
+    ending on its signal runs no exit handlers).
     """
 
     def __init__(self) -> None:
         # deque: appended on the loop's thread, drained by whichever thread writes (both atomic).
-        self._lines: collections.deque[str] = collections.deque()
+        self._lines: collections.deque[_Pending] = collections.deque()
         self._writing = threading.Lock()  # held while taking and writing: batches leave in order
         # The loop on which a batch's hand-over is due (one that closed first never runs it).
         self._due_on: asyncio.AbstractEventLoop | None = None
 
-    def put(self, line: str) -> None:
+    def put(self, line: _Pending) -> None:
         self._lines.append(line)
         if self._due_on is not None and not self._due_on.is_closed():
             return
@@ -191,7 +224,7 @@ class _BackgroundWriter:
     def write_now(self, line: str = "") -> None:
         """Write what is waiting, then ``line``, in the calling thread."""
         with self._writing:
-            lines = self._take()
+            lines = _access_lines(self._take())
             if line:
                 lines.append(line)
             _write(lines)
@@ -199,7 +232,7 @@ class _BackgroundWriter:
     def flush(self) -> None:
         self.write_now()
 
-    def _take(self) -> list[str]:
+    def _take(self) -> list[_Pending]:
         lines = []
         waiting = self._lines
         while waiting:
@@ -249,8 +282,8 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
 
     Under load the access line was the costliest step of a small request after routing:
     record, caller lookup, handler chain. When our JSON handler is the only way out (the
-    server as started by ``drive serve``) the line is formatted here, the same way, and
-    handed to the writer; otherwise (a test runner's capture, an embedding server's own
+    server as started by ``drive serve``) its parts are handed to the writer, which formats
+    them the same way with the rest of their batch; otherwise (a test runner's capture, an embedding server's own
     handlers, filters) it goes through logging as any line does.
     """
     if not logger.isEnabledFor(level):
@@ -268,7 +301,8 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
     ):
         logger.log(level, "%s", message, extra=fields)
         return
-    handler.writer.put(json_line(time.time(), logging.getLevelName(level), logger.name, message, fields) + "\n")
+    request_id = fields.get("request_id") or request_id_var.get()  # the request's, while on its task
+    handler.writer.put((time.time(), logging.getLevelName(level), logger.name, message, request_id, fields))
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:
