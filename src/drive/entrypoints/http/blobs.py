@@ -32,7 +32,7 @@ from drive.domain.errors import InvalidRequest
 from drive.domain.ids import validate_id
 from drive.domain.media_types import validate_media_type
 from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
-from drive.entrypoints.http.answers import Answer
+from drive.entrypoints.http.answers import Answer, EncodedHeaders, encoded
 from drive.entrypoints.http.bodies import body_stream, check_declared_length, expected_sha256, read_body
 from drive.entrypoints.http.content_headers import (
     SAFETY_HEADERS,
@@ -181,9 +181,25 @@ def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
     return headers
 
 
-@functools.lru_cache(maxsize=4096)  # as ``timestamp``: the same blobs' dates, formatted once
 def _http_date(moment: datetime) -> str:
     return format_datetime(moment, usegmt=True)
+
+
+def _raw_answer_headers(record: BlobRecord, download: str | None) -> tuple[EncodedHeaders, EncodedHeaders]:
+    """The raw answer's headers and its ``304``'s, encoded; without a download name, once per blob."""
+    return _encoded_raw_headers(record, download) if download is not None else _plain_raw_headers(record)
+
+
+def _encoded_raw_headers(record: BlobRecord, download: str | None) -> tuple[EncodedHeaders, EncodedHeaders]:
+    headers = _raw_headers(record, download)
+    return tuple(encoded(headers)), tuple(encoded(_not_modified_headers(headers)))
+
+
+# A record never changes (a blob stored again after a delete is a new record): the headers of
+# the same blobs' reads are made once. Making and encoding them cost more than the read's lookup.
+@functools.lru_cache(maxsize=4096)
+def _plain_raw_headers(record: BlobRecord) -> tuple[EncodedHeaders, EncodedHeaders]:
+    return _encoded_raw_headers(record, None)
 
 
 def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -284,19 +300,21 @@ async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
     record = await service.retrieve.stat(blob_id)
     if not _wants_raw(request):
         return await _json_answer(service, record)
-    headers = _raw_headers(record, name)
+    whole, not_modified = _raw_answer_headers(record, name)
     if _not_modified(request, record):
-        return Answer(b"", status_code=304, headers=_not_modified_headers(headers))
+        return Answer.with_encoded(b"", not_modified, status_code=304)
     window = parse_range(header(request.scope, b"range"), record.size)
     if record.size <= WHOLE_RAW_MAX:
         # Read and verified whole before the status line (a damaged blob is a clean 503), and
         # answered as one body: a stream's machinery costs more than a small blob's bytes.
         data = await service.retrieve.read_all(record)
         if window is None:
-            return Answer(data, headers=headers)  # the recorded type is among the headers
+            return Answer.with_encoded(data, whole)  # the recorded type and the length are among them
         start, end = window
+        headers = _raw_headers(record, name)
         _range_headers(headers, start, end, record.size)
         return Answer(data[start:end], status_code=206, headers=headers)
+    headers = _raw_headers(record, name)
     if window is None:
         return Stream(await _primed(service.retrieve.stream(record)), headers=headers)
     start, end = window
@@ -369,15 +387,15 @@ async def retrieve_head(request: AnyRequest) -> Response[None]:
     blob_id = id_from_request(request)
     name = download_name(request)
     record = await service.retrieve.stat(blob_id)
-    headers = _raw_headers(record, name)
+    whole, not_modified = _raw_answer_headers(record, name)
     if _not_modified(request, record):
-        return _headers_only(304, _not_modified_headers(headers))
-    return _headers_only(200, headers)
+        return _headers_only(304, not_modified)
+    return _headers_only(200, whole)
 
 
-def _headers_only(status: int, headers: dict[str, str]) -> Response[None]:
-    # Litestar insists HEAD handlers are annotated bodiless; b"" keeps our Content-Length.
-    return cast("Response[None]", Answer(b"", status_code=status, headers=headers))
+def _headers_only(status: int, headers: EncodedHeaders) -> Response[None]:
+    # Litestar insists HEAD handlers are annotated bodiless; the GET's Content-Length is among the headers.
+    return cast("Response[None]", Answer.with_encoded(b"", headers, status_code=status))
 
 
 @delete(
