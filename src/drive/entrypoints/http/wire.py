@@ -220,6 +220,10 @@ class WireLimitedProtocol(HttpToolsProtocol):
                 if self._bounded_bytes >= limit:
                     self._refuse_head()
                     return
+        if self._head_open and self._head_started:
+            # A head begun in this read and not yet complete: its time runs from now. A head read
+            # whole in one go (nearly every request) never needs the timer it would have cost.
+            self._arm_header_timer()
         if self.cycle is None or not self.cycle.response_complete or self.pipeline:
             return
         # The answer went out before its request ended (a 401, a 413). uvicorn armed its idle timer
@@ -254,8 +258,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_started = True
-        self._arm_header_timer()  # a later request on the connection: its head gets the full time
+        self._head_started = True  # a later request on the connection: timed if its head is not read whole
 
     def on_url(self, url: bytes) -> None:
         self._head_seen += len(url)
