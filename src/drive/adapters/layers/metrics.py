@@ -12,8 +12,8 @@ large, the client went away, the task was cancelled) which is no fault of the ba
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator
+from types import TracebackType
 from typing import Any
 
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
@@ -64,6 +64,32 @@ async def _aclose(stream: AsyncIterator[bytes] | AsyncIterator[str]) -> None:
         await aclose()
 
 
+class _Timed:
+    """Times one backend call and records how it ended (a class: ``@contextmanager`` cost a
+    generator and its frames per call, about a microsecond of every small read)."""
+
+    __slots__ = ("_layer", "_operation", "_source", "_started")
+
+    def __init__(self, layer: MeteredBlobRepository, operation: str, source: _Source | None) -> None:
+        self._layer = layer
+        self._operation = operation
+        self._source = source
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            outcome = "ok"
+        elif isinstance(exc, Exception) and (self._source is None or not self._source.failed):
+            outcome = "error"
+            BACKEND_ERRORS.labels(self._layer.name, self._operation, _error_kind(exc)).inc()
+        else:  # the caller's side ended it: its body failed, it went away, it was cancelled
+            outcome = "aborted"
+        self._layer._duration(self._operation, outcome).observe(time.perf_counter() - self._started)
+
+
 class MeteredBlobRepository:
     def __init__(self, inner: BlobRepository) -> None:
         self.inner = inner
@@ -81,20 +107,8 @@ class MeteredBlobRepository:
     def __repr__(self) -> str:
         return f"MeteredBlobRepository({self.inner!r})"
 
-    @contextmanager
-    def _timed(self, operation: str, source: _Source | None = None) -> Iterator[None]:
-        started = time.perf_counter()
-        outcome = "aborted"
-        try:
-            yield
-            outcome = "ok"
-        except Exception as exc:
-            if source is None or not source.failed:
-                outcome = "error"
-                BACKEND_ERRORS.labels(self.name, operation, _error_kind(exc)).inc()
-            raise
-        finally:
-            self._duration(operation, outcome).observe(time.perf_counter() - started)
+    def _timed(self, operation: str, source: _Source | None = None) -> _Timed:
+        return _Timed(self, operation, source)
 
     async def open(self) -> None:
         with self._timed("open"):
