@@ -283,8 +283,8 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
     Under load the access line was the costliest step of a small request after routing:
     record, caller lookup, handler chain. When our JSON handler is the only way out (the
     server as started by ``drive serve``) its parts are handed to the writer, which formats
-    them the same way with the rest of their batch; otherwise (a test runner's capture, an embedding server's own
-    handlers, filters) it goes through logging as any line does.
+    them the same way with the rest of their batch; otherwise (a test runner's capture, an
+    embedding server's own handlers, filters) it goes through logging as any line does.
     """
     if not logger.isEnabledFor(level):
         return
