@@ -14,7 +14,6 @@ import functools
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime
 from email.utils import format_datetime
 from typing import Annotated, cast
 
@@ -170,7 +169,7 @@ def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
     """The raw answer's headers; a 304 drops the representation's own (type, length, disposition)."""
     headers = {
         "ETag": record.etag,
-        "Last-Modified": _http_date(record.created_at),
+        "Last-Modified": format_datetime(record.created_at, usegmt=True),
         "Accept-Ranges": "bytes",
         "Content-Type": record.content_type,  # as recorded: set here, Litestar would add a charset to text/*
         "Content-Length": str(record.size),
@@ -181,25 +180,13 @@ def _raw_headers(record: BlobRecord, download: str | None) -> dict[str, str]:
     return headers
 
 
-def _http_date(moment: datetime) -> str:
-    return format_datetime(moment, usegmt=True)
-
-
+# A record never changes (a blob stored again after a delete is a new record): the headers of
+# the same blobs' reads are made and encoded once. That cost more than the read's lookup.
+@functools.lru_cache(maxsize=4096)
 def _raw_answer_headers(record: BlobRecord, download: str | None) -> tuple[EncodedHeaders, EncodedHeaders]:
-    """The raw answer's headers and its ``304``'s, encoded; without a download name, once per blob."""
-    return _encoded_raw_headers(record, download) if download is not None else _plain_raw_headers(record)
-
-
-def _encoded_raw_headers(record: BlobRecord, download: str | None) -> tuple[EncodedHeaders, EncodedHeaders]:
+    """The raw answer's headers and its ``304``'s, encoded."""
     headers = _raw_headers(record, download)
     return tuple(encoded(headers)), tuple(encoded(_not_modified_headers(headers)))
-
-
-# A record never changes (a blob stored again after a delete is a new record): the headers of
-# the same blobs' reads are made once. Making and encoding them cost more than the read's lookup.
-@functools.lru_cache(maxsize=4096)
-def _plain_raw_headers(record: BlobRecord) -> tuple[EncodedHeaders, EncodedHeaders]:
-    return _encoded_raw_headers(record, None)
 
 
 def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
