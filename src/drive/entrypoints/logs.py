@@ -94,40 +94,27 @@ def _timestamp(created: float) -> str:
 _last_second: tuple[int, str] = (-1, "")
 
 
-def _redact_fields(line: dict[str, Any]) -> None:
-    """Redact ``line``'s values in place.
+def _redact_lines(lines: list[dict[str, Any]]) -> None:
+    """Redact the lines' values in place.
 
-    Every access line passes here, and almost none holds a secret: one look at all its
-    strings joined decides whether each needs redacting (a match across the joins only
-    costs the field-by-field pass, never a miss).
+    Every access line passes here, and almost none holds a secret: one look at all the lines'
+    strings joined, and at their values' types, decides whether any value needs cleaning (a
+    match across the joins only costs the value-by-value pass, never a miss).
     """
-    values = line.values()
-    strings = "\x00".join([value for value in values if type(value) is str])
-    if _may_hold_credential(strings) or any(secret in strings for secret in _longest_first):
-        for key, value in line.items():
-            if type(value) is str:
-                line[key] = redact(value)
-    if not _PLAIN_TYPES.issuperset(map(type, values)):  # one C pass; isinstance per value cost 2 µs a line
-        for key, value in line.items():
-            if type(value) not in _PLAIN_TYPES:
-                line[key] = _clean(value)
-
-
-# JSON's own types, written as they are (subclasses such as IntEnum go through _clean).
-_PLAIN_TYPES = frozenset({str, bool, int, float, type(None)})
-
-
-def _redact_batch(lines: list[dict[str, Any]]) -> None:
-    """``_redact_fields`` for many lines: one look at all their values, field by field only on a hit."""
     values = [value for line in lines for value in line.values()]
     strings = "\x00".join([value for value in values if type(value) is str])
     if (
         _may_hold_credential(strings)
         or any(secret in strings for secret in _longest_first)
-        or not _PLAIN_TYPES.issuperset(map(type, values))
+        or not _PLAIN_TYPES.issuperset(map(type, values))  # one C pass; isinstance per value cost 2 µs a line
     ):
         for line in lines:
-            _redact_fields(line)
+            for key, value in line.items():
+                line[key] = _clean(value)
+
+
+# JSON's own types, written as they are (subclasses such as IntEnum go through _clean).
+_PLAIN_TYPES = frozenset({str, bool, int, float, type(None)})
 
 
 class JsonFormatter(logging.Formatter):
@@ -145,7 +132,7 @@ class JsonFormatter(logging.Formatter):
 def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
     """One redacted JSON log line (without its newline): the layout ``JsonFormatter`` documents."""
     line = _line(created, level, logger, message, fields.get("request_id") or request_id_var.get(), fields)
-    _redact_fields(line)
+    _redact_lines([line])
     return _encoder.encode(line).decode()
 
 
@@ -171,7 +158,7 @@ def _access_lines(pending: list[_Pending]) -> list[str]:
     if not pending:
         return []
     lines = [_line(*entry) for entry in pending]
-    _redact_batch(lines)
+    _redact_lines(lines)
     return [_encoder.encode_lines(lines).decode()]
 
 
