@@ -51,6 +51,8 @@ def download_name(request: AnyRequest) -> str | None:
     that are not UTF-8, and a name must be refused for that, not changed.
     """
     query = request.scope.get("query_string", b"")
+    if not query:  # nearly every request
+        return None
     values = [value for name, value in _query_pairs(query if isinstance(query, bytes) else b"") if name == b"download"]
     if not values:
         return None
