@@ -7,11 +7,13 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from drive.entrypoints import logs
-from drive.entrypoints.logs import REDACTED, JsonFormatter, _timestamp, add_secrets
+from drive.entrypoints.http.observability import RequestObserver, _Exchange
+from drive.entrypoints.logs import REDACTED, JsonFormatter, add_secrets, timestamp
 
 SECRET = "unit-test-secret-0123456789"
 
@@ -56,7 +58,7 @@ def test_nested_and_odd_values_are_cleaned() -> None:
 def test_timestamp_matches_isoformat_in_milliseconds() -> None:
     for moment in (1795000000.0, 1795000000.0456, 1795000000.9999, 1795000001.5):
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        assert _timestamp(moment) == expected
+        assert timestamp(moment) == expected
 
 
 def test_aiohttp_orphaned_write_task_after_a_reset_is_a_warning_other_errors_stay() -> None:
@@ -100,9 +102,26 @@ def only_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(logging.getLogger(), "handlers", [logs._own_handler])
 
 
-def access_line_through(logger: logging.Logger, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    fields = {"request_id": "r-1", "method": "GET", "path": "/v1/blobs/a?t=s3cret-token-value", "status": 200}
-    logs.write_access_line(logger, logging.INFO, "GET /v1/blobs/{blob_path} 200", dict(fields))
+BLOB_ROUTE = "/v1/blobs/{blob_path}"
+
+
+def finish(path: str = "/v1/blobs/a", status: int = 200, request_id: str = "r-1", route: str = BLOB_ROUTE) -> None:
+    """A request ending as the observer records it: its metrics, and its access line."""
+    raw_path, _, query = path.partition("?")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "path_template": route,
+        "client": ("127.0.0.1", 5000),
+    }
+    RequestObserver._record(scope, _Exchange(status, 0, 5, complete=True), 0.0015, request_id, None)  # type: ignore[arg-type]
+
+
+def access_line_through(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    finish("/v1/blobs/a?t=s3cret-token-value", request_id="r-1")
     logs.flush_logs()
     (line,) = capsys.readouterr().err.splitlines()
     parsed: dict[str, object] = json.loads(line)
@@ -114,20 +133,22 @@ def test_access_line_written_directly_is_the_line_logging_writes(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    logger = logging.getLogger("drive.access.test")
+    logger = logging.getLogger("drive.access")
     with monkeypatch.context() as patch:
         patch.setattr(logger, "log", lambda *args, **kwargs: pytest.fail("went through logging"))
-        direct = access_line_through(logger, capsys)
+        direct = access_line_through(capsys)
     logger.addFilter(lambda record: True)  # a filter of its own: the line must go through logging
     try:
-        through_logging = access_line_through(logger, capsys)
+        through_logging = access_line_through(capsys)
     finally:
         logger.filters.clear()
     assert direct == through_logging
     assert direct["path"] == f"/v1/blobs/a?t={REDACTED}" and direct["request_id"] == "r-1"
+    assert direct["message"] == f"GET {BLOB_ROUTE} 200" and direct["bytes_out"] == 5 and "aborted" not in direct
 
 
-IN_ORDER = ["access 0", "access 1", "access 2", "then a warning", "access 3"]
+IN_ORDER = [f"GET {BLOB_ROUTE} 200", f"GET {BLOB_ROUTE} 201", f"GET {BLOB_ROUTE} 202", "then a warning"]
+IN_ORDER += [f"GET {BLOB_ROUTE} 203"]
 
 
 def written_messages(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -138,11 +159,10 @@ def test_access_lines_and_other_lines_keep_their_order(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    access = logging.getLogger("drive.access.order")
     for n in range(3):
-        logs.write_access_line(access, logging.INFO, f"access {n}", {})
+        finish(status=200 + n)
     logging.getLogger("drive.order").warning("then a warning")  # written at once, after the waiting lines
-    logs.write_access_line(access, logging.INFO, "access 3", {})
+    finish(status=203)
     logs.flush_logs()
     assert written_messages(capsys) == IN_ORDER
 
@@ -151,23 +171,25 @@ def test_access_lines_below_the_level_are_not_written(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    logs.write_access_line(logging.getLogger("drive.access.quiet"), logging.DEBUG, "probe", {})
+    finish("/healthz", route="/healthz")  # a probe that succeeded: DEBUG
     logs.flush_logs()
     assert capsys.readouterr().err == ""
+    finish("/healthz", status=503, route="/healthz")  # one that failed: INFO
+    logs.flush_logs()
+    assert written_messages(capsys) == ["GET /healthz 503"]
 
 
 def test_access_lines_put_on_an_event_loop_are_written_by_a_worker_in_order(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    access = logging.getLogger("drive.access.loop")
 
     async def serve() -> None:
         for n in range(3):
-            logs.write_access_line(access, logging.INFO, f"access {n}", {})
+            finish(status=200 + n)
         assert capsys.readouterr().err == ""  # batched: nothing written on the loop's thread yet
         logging.getLogger("drive.loop").warning("then a warning")  # at once, after the waiting lines
-        logs.write_access_line(access, logging.INFO, "access 3", {})
+        finish(status=203)
         await asyncio.sleep(logs.BATCH_SECONDS * 10)  # the batch is handed to a worker thread
 
     asyncio.run(serve())  # the loop's executor is shut down, and so joined, before run() returns
@@ -178,28 +200,27 @@ def test_access_lines_due_while_the_loop_shuts_its_executor_down_are_still_writt
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    access = logging.getLogger("drive.access.shutdown")
 
     async def last_request() -> None:
-        logs.write_access_line(access, logging.INFO, "last", {})
+        finish(status=204)
         loop = asyncio.get_running_loop()
         await loop.shutdown_default_executor()  # as asyncio.run does on its way out
         await asyncio.sleep(logs.BATCH_SECONDS * 5)  # the batch falls due after that
 
     asyncio.run(last_request())
-    assert written_messages(capsys) == ["last"]
+    assert written_messages(capsys) == [f"GET {BLOB_ROUTE} 204"]
 
 
 def test_a_batch_of_access_lines_redacts_only_what_holds_a_secret(
     own_handler: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only_ours(monkeypatch)
-    access = logging.getLogger("drive.access.batch")
     paths = ["/v1/blobs/a", "/v1/blobs/b?t=s3cret-token-value", "/v1/blobs/c?h=Bearer abc", "/v1/blobs/d"]
 
     async def serve() -> None:
         for n, path in enumerate(paths):
-            logs.write_access_line(access, logging.INFO, f"access {n}", {"path": path, "status": 200})
+            finish(path, request_id=f"r-{n}")
+        finish("/v1/blobs/e", request_id="id-s3cret-token-value")  # a client's own id holding one
         assert capsys.readouterr().err == ""  # one batch, formatted when it is written
         logs.flush_logs()
 
@@ -210,6 +231,7 @@ def test_a_batch_of_access_lines_redacts_only_what_holds_a_secret(
         f"/v1/blobs/b?t={REDACTED}",
         f"/v1/blobs/c?h=Bearer {REDACTED}",
         "/v1/blobs/d",
+        "/v1/blobs/e",
     ]
-    assert [line["message"] for line in lines] == [f"access {n}" for n in range(4)]
-    assert all(line["status"] == 200 and line["logger"] == "drive.access.batch" for line in lines)
+    assert [line["request_id"] for line in lines] == ["r-0", "r-1", "r-2", "r-3", f"id-{REDACTED}"]
+    assert all(line["status"] == 200 and line["logger"] == "drive.access" for line in lines)

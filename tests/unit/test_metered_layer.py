@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import REGISTRY
 
+from drive import deferred_metrics
 from drive.adapters.layers.faults import FaultPlan, FaultyBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.memory import InMemoryBlobRepository
@@ -21,6 +22,7 @@ def anyio_backend() -> str:
 
 
 def calls(backend: str, operation: str, outcome: str) -> float:
+    deferred_metrics.apply_waiting()  # updates made on the event loop wait for their batch
     labels = {"backend": backend, "operation": operation, "outcome": outcome}
     return REGISTRY.get_sample_value("drive_backend_operation_duration_seconds_count", labels) or 0.0
 
@@ -57,4 +59,5 @@ async def test_each_call_is_counted_once_by_how_it_ended() -> None:
         await metered.delete("k")
     assert calls(name, "delete", "error") == 1
     errors = {"backend": name, "operation": "delete", "error": "unavailable"}
+    deferred_metrics.apply_waiting()
     assert REGISTRY.get_sample_value("drive_backend_operation_errors_total", errors) == 1

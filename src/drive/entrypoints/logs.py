@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import itertools
 import logging
+import operator
 import re
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,7 +83,7 @@ def _clean(value: Any) -> Any:
     return redact(repr(value))
 
 
-def _timestamp(created: float) -> str:
+def timestamp(created: float) -> str:
     """``2026-11-26T05:00:00.123Z``; the part up to the second is reused within a second."""
     global _last_second
     second = int(created)
@@ -94,6 +96,11 @@ def _timestamp(created: float) -> str:
 _last_second: tuple[int, str] = (-1, "")
 
 
+def may_hold_secret(text: str) -> bool:
+    """Whether ``redact`` could change ``text``: one look, for many values joined at once."""
+    return _may_hold_credential(text) or any(secret in text for secret in _longest_first)
+
+
 def _redact_lines(lines: list[dict[str, Any]]) -> None:
     """Redact the lines' values in place.
 
@@ -104,8 +111,7 @@ def _redact_lines(lines: list[dict[str, Any]]) -> None:
     values = [value for line in lines for value in line.values()]
     strings = "\x00".join([value for value in values if type(value) is str])
     if (
-        _may_hold_credential(strings)
-        or any(secret in strings for secret in _longest_first)
+        may_hold_secret(strings)
         or not _PLAIN_TYPES.issuperset(map(type, values))  # one C pass; isinstance per value cost 2 µs a line
     ):
         for line in lines:
@@ -139,7 +145,7 @@ def json_line(created: float, level: str, logger: str, message: str, fields: dic
 def _line(
     created: float, level: str, logger: str, message: str, request_id: str | None, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    line: dict[str, Any] = {"ts": _timestamp(created), "level": level, "logger": logger, "message": message}
+    line: dict[str, Any] = {"ts": timestamp(created), "level": level, "logger": logger, "message": message}
     if request_id:
         line["request_id"] = request_id
     for key, value in fields.items():
@@ -148,47 +154,39 @@ def _line(
     return line
 
 
-# An access line as handed over on the event loop, formatted later with its batch:
-# (time, level name, logger name, message, request id, fields).
-_Pending = tuple[float, str, str, str, str | None, dict[str, Any]]
-
-
-def _access_lines(pending: list[_Pending]) -> list[str]:
-    """Lines of a batch, redacted and encoded together (per line, this was most of a line's cost)."""
-    if not pending:
-        return []
-    lines = [_line(*entry) for entry in pending]
-    _redact_lines(lines)
-    return [_encoder.encode_lines(lines).decode()]
-
-
 BATCH_SECONDS = 0.01  # how long a line may wait for others to share its write
+
+
+# Makes the lines of a run of items put with it, formatted together (per line, formatting was
+# most of a line's cost).
+LinesOf = Callable[[list[Any]], list[str]]
 
 
 class _BackgroundWriter:
     """Writes access lines to ``sys.stderr`` in batches, off the event loop.
 
     A write to stderr blocks while its reader (a pipe, a container runtime's log driver, a
-    terminal) is slow, and cost a system call per request on the event loop. A line's parts
-    are appended to a queue; the first of a batch asks the event loop to hand the batch, 10 ms
-    later, to a worker thread, which formats it (``_access_lines``) and writes it in one call.
-    A thread of our own waiting on a condition cost more (measured, ``bench/inproc.py``: about
-    16 µs per request of lock, wake-up and GIL traffic, against one loop timer per batch).
-    Outside an event loop a line is written at once. Other lines (rare: start-up, warnings,
-    errors) are written at once by the caller, after the access lines before them, so order
-    is kept. ``flush`` writes what is waiting; the server calls it when it stops (a process
-    ending on its signal runs no exit handlers).
+    terminal) is slow, and cost a system call per request on the event loop. A line's raw parts
+    are appended to a queue, with the function that makes lines of them; the first of a batch
+    asks the event loop to hand the batch, 10 ms later, to a worker thread, which formats it and
+    writes it in one call. A thread of our own waiting on a condition cost more (measured,
+    ``bench/inproc.py``: about 16 µs per request of lock, wake-up and GIL traffic, against one
+    loop timer per batch). Outside an event loop a line is written at once. Other lines (rare:
+    start-up, warnings, errors) are written at once by the caller, after the access lines
+    before them, so order is kept. ``flush`` writes what is waiting; the server calls it when
+    it stops (a process ending on its signal runs no exit handlers).
     """
 
     def __init__(self) -> None:
         # deque: appended on the loop's thread, drained by whichever thread writes (both atomic).
-        self._lines: collections.deque[_Pending] = collections.deque()
+        self._lines: collections.deque[tuple[LinesOf, Any]] = collections.deque()
         self._writing = threading.Lock()  # held while taking and writing: batches leave in order
         # The loop on which a batch's hand-over is due (one that closed first never runs it).
         self._due_on: asyncio.AbstractEventLoop | None = None
 
-    def put(self, line: _Pending) -> None:
-        self._lines.append(line)
+    def put(self, lines_of: LinesOf, item: object) -> None:
+        """Queue ``item``, to be made a line by ``lines_of`` with the other items of its run."""
+        self._lines.append((lines_of, item))
         if self._due_on is not None and not self._due_on.is_closed():
             return
         try:
@@ -211,7 +209,7 @@ class _BackgroundWriter:
     def write_now(self, line: str = "") -> None:
         """Write what is waiting, then ``line``, in the calling thread."""
         with self._writing:
-            lines = _access_lines(self._take())
+            lines = _batch_lines(self._take())
             if line:
                 lines.append(line)
             _write(lines)
@@ -219,12 +217,20 @@ class _BackgroundWriter:
     def flush(self) -> None:
         self.write_now()
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[tuple[LinesOf, Any]]:
         lines = []
         waiting = self._lines
         while waiting:
             lines.append(waiting.popleft())
         return lines
+
+
+def _batch_lines(waiting: list[tuple[LinesOf, Any]]) -> list[str]:
+    """The lines of a batch, in order, each run of items with the same ``lines_of`` made together."""
+    lines: list[str] = []
+    for lines_of, run in itertools.groupby(waiting, key=operator.itemgetter(0)):
+        lines += lines_of([item for _, item in run])
+    return lines
 
 
 def _write(lines: list[str]) -> None:
@@ -264,17 +270,18 @@ def flush_logs() -> None:
 _own_handler: _StderrHandler | None = None  # ours, when it is the root logger's only handler
 
 
-def write_access_line(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
-    """One access line, as ``logger.log(level, message, extra=fields)`` would write it through ours.
+def batch_writer(logger: logging.Logger, level: int) -> _BackgroundWriter | None:
+    """The writer for ``logger``'s lines at ``level`` when our JSON handler is their only way out.
 
     Under load the access line was the costliest step of a small request after routing:
-    record, caller lookup, handler chain. When our JSON handler is the only way out (the
-    server as started by ``drive serve``) its parts are handed to the writer, which formats
-    them the same way with the rest of their batch; otherwise (a test runner's capture, an
-    embedding server's own handlers, filters) it goes through logging as any line does.
+    record, caller lookup, handler chain. When the line would reach nothing but our handler
+    (the server as started by ``drive serve``), its raw parts can go to the writer instead, to be
+    formatted the same way with the rest of their batch. None otherwise: a test runner's capture,
+    an embedding server's own handlers or a filter see the line, so it goes through ``logger``;
+    and None when ``level`` is not enabled (check ``logger.isEnabledFor`` before writing).
     """
     if not logger.isEnabledFor(level):
-        return
+        return None
     handler = _own_handler
     root = logging.getLogger()
     if (
@@ -286,10 +293,8 @@ def write_access_line(logger: logging.Logger, level: int, message: str, fields: 
         or not logger.propagate
         or handler.level > level
     ):
-        logger.log(level, "%s", message, extra=fields)
-        return
-    request_id = fields.get("request_id") or request_id_var.get()  # the request's, while on its task
-    handler.writer.put((time.time(), logging.getLevelName(level), logger.name, message, request_id, fields))
+        return None
+    return handler.writer
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 from typing import Any
 
+from drive import deferred_metrics
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.ports import BlobRepository, PieceStaging
 from drive.telemetry import BACKEND_BYTES, BACKEND_DURATION, BACKEND_ERRORS
@@ -84,10 +85,10 @@ class _Timed:
             outcome = "ok"
         elif isinstance(exc, Exception) and (self._source is None or not self._source.failed):
             outcome = "error"
-            BACKEND_ERRORS.labels(self._layer.name, self._operation, _error_kind(exc)).inc()
+            deferred_metrics.inc(BACKEND_ERRORS.labels(self._layer.name, self._operation, _error_kind(exc)))
         else:  # the caller's side ended it: its body failed, it went away, it was cancelled
             outcome = "aborted"
-        self._layer._duration(self._operation, outcome).observe(time.perf_counter() - self._started)
+        deferred_metrics.observe(self._layer._duration(self._operation, outcome), time.perf_counter() - self._started)
 
 
 class MeteredBlobRepository:
@@ -127,7 +128,7 @@ class MeteredBlobRepository:
             with self._timed("write", source):
                 return await self.inner.write(key, source)
         finally:
-            self._bytes["write"].inc(source.size)
+            deferred_metrics.inc(self._bytes["write"], source.size)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         stream = self.inner.read(key, start, end)
@@ -141,7 +142,7 @@ class MeteredBlobRepository:
                 finally:
                     await _aclose(stream)  # at once, even when our consumer stops early
         finally:
-            self._bytes["read"].inc(size)
+            deferred_metrics.inc(self._bytes["read"], size)
 
     async def delete(self, key: str) -> None:
         with self._timed("delete"):
@@ -177,7 +178,7 @@ class MeteredBlobRepository:
             with self._timed("append_piece", source):
                 return await staging_of(self.inner, self.name).append_piece(key, state, offset, source)
         finally:
-            self._bytes["write"].inc(source.size)
+            deferred_metrics.inc(self._bytes["write"], source.size)
 
     async def read_pieces(self, key: str, state: str, length: int) -> AsyncIterator[bytes]:
         stream = staging_of(self.inner, self.name).read_pieces(key, state, length)
@@ -191,7 +192,7 @@ class MeteredBlobRepository:
                 finally:
                     await _aclose(stream)
         finally:
-            self._bytes["read"].inc(size)
+            deferred_metrics.inc(self._bytes["read"], size)
 
     async def seal_pieces(self, key: str, state: str, length: int) -> None:
         with self._timed("seal_pieces"):

@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from drive import __version__
+from drive import __version__, deferred_metrics
 from drive.application.service import DriveService
 from drive.container import Container
 from drive.entrypoints.http.auth import TokenChecker, blob_auth, token_auth
@@ -123,6 +123,7 @@ def create_app(container: Container | None = None) -> Litestar:
                 log.warning("closing with %d request(s) still in progress", requests.in_flight)
             await service.close()
             flush_logs()  # uvicorn ends the process on its signal: no exit handler would write them
+            deferred_metrics.apply_waiting()  # a multi-worker server's metric files outlive this worker
 
     tokens = TokenChecker(settings.tokens)
     signed_links = container.signed_links()

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from drive import deferred_metrics
 from drive.entrypoints.http.types import AnyRequest
 
 
@@ -29,5 +30,6 @@ def _registry() -> CollectorRegistry:
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
 def metrics(request: AnyRequest) -> Response[bytes]:
+    deferred_metrics.apply_waiting()  # this process's updates of the last few milliseconds
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encoder(_registry()), media_type=content_type)

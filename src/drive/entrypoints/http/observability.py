@@ -13,15 +13,16 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from drive import deferred_metrics
 from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
-from drive.entrypoints.logs import request_id_var, write_access_line
+from drive.entrypoints.logs import batch_writer, may_hold_secret, redact, request_id_var, timestamp
 from drive.telemetry import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
 
 access_log = logging.getLogger("drive.access")
@@ -65,12 +66,12 @@ def _observe(method: str, route: str, status: int, seconds: float, bytes_in: int
         )
         _children[(method, route, status)] = children
     requests, duration, received, sent = children
-    requests.inc()
-    duration.observe(seconds)
+    deferred_metrics.inc(requests)
+    deferred_metrics.observe(duration, seconds)
     if bytes_in:
-        received.inc(bytes_in)
+        deferred_metrics.inc(received, bytes_in)
     if bytes_out:
-        sent.inc(bytes_out)
+        deferred_metrics.inc(sent, bytes_out)
 
 
 _SHUTTING_DOWN = msgspec.json.encode(
@@ -178,30 +179,97 @@ class RequestObserver:
         else:
             status = exchange.status
         _observe(method, route, status, seconds, exchange.bytes_in, exchange.bytes_out)
-        quiet = route in _QUIET_ROUTES and status < 400
-        fields: dict[str, object] = {
-            "request_id": request_id,
-            "method": method,
-            "route": route,
-            "path": _target(scope),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "bytes_in": exchange.bytes_in,
-            "bytes_out": exchange.bytes_out,
-            "client": (scope.get("client") or ("", 0))[0],
-        }
-        if aborted:
-            fields["aborted"] = aborted
-        write_access_line(access_log, logging.DEBUG if quiet else logging.INFO, f"{method} {route} {status}", fields)
+        level = logging.DEBUG if route in _QUIET_ROUTES and status < 400 else logging.INFO
+        writer = batch_writer(access_log, level)
+        if writer is None and not access_log.isEnabledFor(level):
+            return
+        client = (scope.get("client") or ("", 0))[0]
+        target = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+        finished = _Finished(
+            time.time(), level, method, route, status, seconds, exchange.bytes_in, exchange.bytes_out,
+            request_id, target, scope.get("query_string") or b"", client, aborted,
+        )  # fmt: skip
+        if writer is not None:
+            writer.put(_access_lines, finished)  # made into its line later, with its batch
+        else:
+            line = _access_line(finished)
+            fields = {name: getattr(line, name) for name in line.__struct_fields__[_FIELDS_FROM:]}
+            if aborted is None:
+                del fields["aborted"]
+            access_log.log(level, "%s", line.message, extra=fields)
 
 
-def _target(scope: Scope) -> str:
+class _Finished(NamedTuple):
+    """What an access line says of a request, taken as it ends; made into the line later."""
+
+    created: float
+    level: int
+    method: str
+    route: str
+    status: int
+    seconds: float
+    bytes_in: int
+    bytes_out: int
+    request_id: str
+    target: bytes
+    query: bytes
+    client: str
+    aborted: str | None
+
+
+class AccessLine(msgspec.Struct, omit_defaults=True):
+    """A request's line: the fields, in order, that ``JsonFormatter`` writes for it through logging."""
+
+    ts: str
+    level: str
+    logger: str
+    message: str
+    request_id: str
+    method: str
+    route: str
+    path: str
+    status: int
+    duration_ms: float
+    bytes_in: int
+    bytes_out: int
+    client: str
+    aborted: str | None = None
+
+
+_FIELDS_FROM = AccessLine.__struct_fields__.index("request_id")  # the fields passed to logging as ``extra``
+
+
+def _access_line(finished: _Finished) -> AccessLine:
+    (created, level, method, route, status, seconds, bytes_in, bytes_out, request_id, target, query, client,
+     aborted) = finished  # fmt: skip
+    return AccessLine(
+        timestamp(created), logging.getLevelName(level), access_log.name, f"{method} {route} {status}", request_id,
+        method, route, _target(target, query), status, round(seconds * 1000, 3), bytes_in, bytes_out, client, aborted,
+    )  # fmt: skip
+
+
+def _access_lines(batch: list[_Finished]) -> list[str]:
+    """A batch's access lines, redacted as ``JsonFormatter`` redacts, encoded together."""
+    lines = [_access_line(finished) for finished in batch]
+    # Almost no line holds a secret: one look at all their strings joined decides (the message
+    # holds the method and route).
+    if may_hold_secret(
+        "\x00".join([text for line in lines for text in (line.message, line.request_id, line.path, line.client)])
+    ):
+        for line in lines:
+            for name in ("request_id", "method", "route", "path", "client", "message"):
+                setattr(line, name, redact(getattr(line, name)))
+    return [_line_encoder.encode_lines(lines).decode()]
+
+
+_line_encoder = msgspec.json.Encoder()
+
+
+def _target(raw: bytes, query: bytes) -> str:
     """The request target as the client sent it (``//abs`` stays ``//abs``), never normalised.
 
     Latin-1 maps each byte to one character, so undecodable bytes are shown, not lost.
     """
-    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
-    query = scope.get("query_string") or b""
     # A signed link's signature works as a token until it expires: never logged.
     query = _SIGNATURE.sub(rb"\1signature=[redacted]", query) if b"signature" in query else query
     return (raw + b"?" + query if query else raw).decode("latin-1")
