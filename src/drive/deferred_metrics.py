@@ -6,7 +6,9 @@ bytes), a tenth of its instructions (bench/inproc.py under callgrind). Updates m
 loop are queued instead, and applied 10 ms later in one pass, summed per metric child (one
 ``inc`` per child and per histogram bucket). A scrape therefore reads them at most that late;
 ``/metrics`` applies what is waiting before it answers, and the server does as it stops. Off an
-event loop (a worker thread, a command) an update is applied at once.
+event loop (a worker thread, a command) an update is applied at once, and so is every update
+of a multi-worker server (``PROMETHEUS_MULTIPROC_DIR`` set): a scrape answered by one worker
+cannot apply another's waiting updates, and must still count every request finished before it.
 
 A histogram's summed observations go straight to the child's sum and bucket values, as its own
 ``observe`` does one at a time; a prometheus_client without those falls back to ``observe``.
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import os
 import threading
 from typing import Any
 
 APPLY_SECONDS = 0.01
+_AT_ONCE = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read by each worker process as it starts
 
 _COUNTER, _HISTOGRAM = 0, 1
 
@@ -45,6 +49,9 @@ def observe(child: Any, amount: float) -> None:
 def _schedule() -> None:
     global _due_on
     if _due_on is not None and not _due_on.is_closed():
+        return
+    if _AT_ONCE:
+        apply_waiting()
         return
     try:
         loop = asyncio.get_running_loop()
