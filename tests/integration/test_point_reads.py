@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository
 from drive.adapters.sql_point_reads import PostgresPointReads, SqlitePointReads, point_reads_for
 from drive.domain.errors import StorageUnavailable
+from drive.domain.freshness import read_asked_at
 from drive.domain.model import BlobRecord, PendingKind, PendingOp
 from drive.domain.storage_keys import new_storage_key
 
@@ -174,6 +176,33 @@ async def test_sqlite_kept_record_gives_way_to_another_process_commit(tmp_path: 
         assert got.storage_key == "k2"
         _in_another_process(database, "DELETE FROM drive_blobs WHERE id = ?", "moved")
         assert await repo.get("moved") is None
+    finally:
+        await repo.close()
+
+
+async def test_sqlite_reads_asked_before_the_last_look_share_it_later_ones_look_again(tmp_path: Path) -> None:
+    database = tmp_path / "metadata.db"
+    repo = await opened(f"sqlite:///{database}")
+    try:
+        record = await store(repo, "shared")
+        reader = repo._point_reads
+        assert isinstance(reader, SqlitePointReads)
+        seen = _statements(reader)
+        arrived = time.perf_counter()  # requests that arrived together, before anything was looked up
+        token = read_asked_at.set(arrived)
+        try:
+            assert await repo.get("shared") == record  # the first looks at data_version
+            _in_another_process(database, "DELETE FROM drive_blobs WHERE id = ?", "shared")
+            # Asked for before that look began: the delete completed after it was asked for, so the
+            # read may answer as before it (the kept record), without looking again.
+            assert await repo.get("shared") == record
+            assert [s.split()[0] for s in seen] == ["PRAGMA", "SELECT"]
+            read_asked_at.set(time.perf_counter())  # a request that arrived after the delete completed
+            assert await repo.get("shared") is None
+            assert [s.split()[0] for s in seen] == ["PRAGMA", "SELECT", "PRAGMA", "SELECT"]
+        finally:
+            read_asked_at.reset(token)
+        assert await repo.get("shared") is None  # unset: asked for as it runs
     finally:
         await repo.close()
 

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +42,7 @@ import anyio.to_thread
 from sqlalchemy.engine import URL
 
 from drive.domain.errors import StorageUnavailable
+from drive.domain.freshness import read_asked_at
 from drive.domain.model import BlobRecord
 
 _COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
@@ -100,11 +103,12 @@ def _unreachable(exc: OSError) -> StorageUnavailable:
 class _Reader:
     """A thread's connection; the event loop thread's also keeps the records it read (see above)."""
 
-    __slots__ = ("conn", "records", "version")
+    __slots__ = ("conn", "looked_at", "records", "version")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.version: object = None  # data_version when ``records`` were read
+        self.looked_at = -math.inf  # perf_counter() as the last look at data_version began
         self.records: dict[str, BlobRecord] = {}
 
     def fetch(self, blob_id: str) -> tuple[Any, ...] | None:
@@ -112,14 +116,17 @@ class _Reader:
         return row
 
     def cached(self, blob_id: str) -> BlobRecord | None:
-        version = self.conn.execute(_DATA_VERSION).fetchone()[0]
-        if version != self.version:  # a commit since: whatever is kept may be stale
-            self.records.clear()
-            self.version = version
-        else:
-            record = self.records.get(blob_id)
-            if record is not None:
-                return record
+        asked_at = read_asked_at.get()
+        if asked_at is None or asked_at > self.looked_at:
+            # The last look began before this read was asked for: look again (domain/freshness.py).
+            self.looked_at = time.perf_counter()
+            version = self.conn.execute(_DATA_VERSION).fetchone()[0]
+            if version != self.version:  # a commit since: whatever is kept may be stale
+                self.records.clear()
+                self.version = version
+        record = self.records.get(blob_id)
+        if record is not None:
+            return record
         row = self.fetch(blob_id)
         if row is None:
             return None

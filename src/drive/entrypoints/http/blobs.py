@@ -28,6 +28,7 @@ from drive.application.manage_blobs import MAX_PAGE, decode_cursor
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.errors import InvalidRequest
+from drive.domain.freshness import read_asked_at
 from drive.domain.ids import validate_id
 from drive.domain.media_types import validate_media_type
 from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
@@ -78,6 +79,7 @@ from drive.entrypoints.http.schemas import (
     timestamp,
 )
 from drive.entrypoints.http.types import AnyRequest, header, service_of, settings_of
+from drive.entrypoints.http.wire import ARRIVED_AT
 
 _store_request = msgspec.json.Decoder(StoreRequest)
 _UTF8_PIECE = 64 * 1024
@@ -284,7 +286,7 @@ async def retrieve(request: AnyRequest) -> Response[bytes] | Stream:
     service = service_of(request)
     blob_id = id_from_request(request)
     name = download_name(request)
-    record = await service.retrieve.stat(blob_id)
+    record = await _committed(service, request, blob_id)
     if not _wants_raw(request):
         return await _json_answer(service, record)
     whole, not_modified = _raw_answer_headers(record, name)
@@ -315,22 +317,44 @@ def _range_headers(headers: dict[str, str], start: int, end: int, size: int) -> 
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
 
 
+async def _committed(service: DriveService, request: AnyRequest, blob_id: str) -> BlobRecord:
+    """The blob's record, reflecting every commit completed before the request arrived.
+
+    A read of ours writes nothing first, so it needs no later commit than those: reads whose
+    requests arrived together may share one look for commits (domain/freshness.py). The
+    arrival is known under ``drive serve`` (wire.py); elsewhere the lookup looks as it runs.
+    """
+    arrived = request.scope.get(ARRIVED_AT)
+    if not isinstance(arrived, float):
+        return await service.retrieve.stat(blob_id)
+    asked = read_asked_at.set(arrived)
+    try:
+        return await service.retrieve.stat(blob_id)
+    finally:
+        read_asked_at.reset(asked)
+
+
 async def _json_answer(service: DriveService, record: BlobRecord) -> Response[bytes] | Stream:
     """The seed's JSON body; streamed for large blobs so memory stays flat whatever the size.
 
     A damaged blob is refused with 503 when that is found before the first byte goes out
     (always, up to ``WHOLE_JSON_MAX``); later, the response is cut short instead.
     """
-    headers = {"ETag": record.etag}
     if record.size <= WHOLE_JSON_MAX:
         data = await service.retrieve.read_all(record)
-        encoded = msgspec.json.encode(
-            BlobWithData(record.id, _base64(data), str(record.size), timestamp(record.created_at))
-        )
-        return Answer(encoded, headers=headers)
+        whole, created_at = _json_answer_parts(record)
+        body = msgspec.json.encode(BlobWithData(record.id, _base64(data), str(record.size), created_at))
+        return Answer.with_encoded(body, (*whole, (b"content-length", b"%d" % len(body))))
+    headers = {"ETag": record.etag}
     streamed = BlobWithDataStream(record, await _primed(service.retrieve.stream(record)))
     headers["Content-Length"] = str(streamed.length)
     return Stream(streamed, media_type=JSON, headers=headers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_answer_parts(record: BlobRecord) -> tuple[EncodedHeaders, str]:
+    """A whole JSON answer's headers but its length, encoded, and its ``created_at``: made once per record."""
+    return tuple(encoded({"ETag": record.etag, "Content-Type": JSON})), timestamp(record.created_at)
 
 
 def _base64(data: bytes) -> str:
@@ -373,7 +397,7 @@ async def retrieve_head(request: AnyRequest) -> Response[None]:
     service = service_of(request)
     blob_id = id_from_request(request)
     name = download_name(request)
-    record = await service.retrieve.stat(blob_id)
+    record = await _committed(service, request, blob_id)
     whole, not_modified = _raw_answer_headers(record, name)
     if _not_modified(request, record):
         return _headers_only(304, not_modified)

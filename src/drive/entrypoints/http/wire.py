@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any
 
 import httptools
@@ -72,6 +73,10 @@ class WireLimits(msgspec.Struct, frozen=True):
 def process_limits() -> WireLimits:
     return WireLimits.from_settings(Settings.from_env())
 
+
+# The scope key of the moment a request's headers had been read (``time.perf_counter()``): its
+# reads must reflect every commit completed before then (domain/freshness.py).
+ARRIVED_AT = "drive.arrived_at"
 
 # A body write up to this size travels in one send with the held head; a larger one is not
 # copied to join it (the head goes first, on its own).
@@ -279,6 +284,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         if self._over_capacity:
             self.app = _busy
         super().on_headers_complete()
+        self.scope[ARRIVED_AT] = time.perf_counter()  # type: ignore[literal-required]
         self.cycle.transport = _HeadHoldingTransport(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_chunk_header(self) -> None:
