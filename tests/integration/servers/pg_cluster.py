@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.integration.live import free_port
 
 _TIMEOUT = 60.0
+_PORT_ATTEMPTS = 3
 
 
 def postgres_bin() -> Path | None:
@@ -44,6 +45,7 @@ class PgCluster:
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
+        self._started = False  # once started, the port is the one handed out in ``url``
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             owner = pwd.getpwnam("postgres")
@@ -64,6 +66,19 @@ class PgCluster:
             raise RuntimeError(f"{tool} {' '.join(args[:2])} failed: {done.stdout}{done.stderr}{tail}")
 
     def start(self) -> None:
+        # The port was free when chosen, seconds before (initdb): another process may have taken
+        # it since. Before the first start nobody has the URL yet, so another port will do.
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._start()
+                break
+            except RuntimeError as exc:
+                if self._started or "Address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+        self._started = True
+
+    def _start(self) -> None:
         # fsync off: tests stop the server (even abruptly), never the machine, so every write
         # already reached the OS; and fsyncs would cost the two shared cores.
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
