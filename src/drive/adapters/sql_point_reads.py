@@ -119,11 +119,12 @@ class _Reader:
         asked_at = read_asked_at.get()
         if asked_at is None or asked_at > self.looked_at:
             # The last look began before this read was asked for: look again (domain/freshness.py).
-            self.looked_at = time.perf_counter()
+            began = time.perf_counter()
             version = self.conn.execute(_DATA_VERSION).fetchone()[0]
             if version != self.version:  # a commit since: whatever is kept may be stale
                 self.records.clear()
                 self.version = version
+            self.looked_at = began  # only a look that succeeded counts (a busy one raised above)
         record = self.records.get(blob_id)
         if record is not None:
             return record
