@@ -22,8 +22,9 @@ any other connection, of this process or another, commits to the database. Each 
 it first (about 2 µs, against 5 µs for the ``SELECT`` and 3 µs for making the record); a
 different number empties the cache before the lookup. A record is thus served from the cache
 only when no commit of any writer has happened since it was read from the table: the same
-answer the ``SELECT`` would give. PostgreSQL has no such cheap number, so its reads go to the
-server every time.
+answer the ``SELECT`` would give. A read that says when it was asked for (domain/freshness.py)
+skips the question if the last one began after that: requests that arrived together share it.
+PostgreSQL has no such cheap number, so its reads go to the server every time.
 """
 
 from __future__ import annotations
