@@ -128,20 +128,20 @@ async def test_sqlite_busy_inline_read_is_retried_in_a_worker_thread(
         await repo.close()
 
 
-def _statements(reader: SqlitePointReads) -> list[str]:
-    """The SQL the event loop thread's connection runs from now on."""
+async def _stored_and_traced(repo: SqlMetadataRepository, blob_id: str) -> tuple[BlobRecord, list[str]]:
+    """A blob stored, and the SQL the event loop thread's SQLite connection runs from then on."""
+    record = await store(repo, blob_id)
+    reader = repo._point_reads
+    assert isinstance(reader, SqlitePointReads)
     seen: list[str] = []
     reader._reader(inline=True).conn.set_trace_callback(seen.append)
-    return seen
+    return record, seen
 
 
 async def test_sqlite_repeated_read_is_served_without_a_select(tmp_path: Path) -> None:
     repo = await opened(f"sqlite:///{tmp_path / 'metadata.db'}")
     try:
-        record = await store(repo, "kept")
-        reader = repo._point_reads
-        assert isinstance(reader, SqlitePointReads)
-        seen = _statements(reader)
+        record, seen = await _stored_and_traced(repo, "kept")
         assert await repo.get("kept") == record
         assert await repo.get("kept") == record
         assert [s.split()[0] for s in seen] == ["PRAGMA", "SELECT", "PRAGMA"]
@@ -184,10 +184,7 @@ async def test_sqlite_reads_asked_before_the_last_look_share_it_later_ones_look_
     database = tmp_path / "metadata.db"
     repo = await opened(f"sqlite:///{database}")
     try:
-        record = await store(repo, "shared")
-        reader = repo._point_reads
-        assert isinstance(reader, SqlitePointReads)
-        seen = _statements(reader)
+        record, seen = await _stored_and_traced(repo, "shared")
         arrived = time.perf_counter()  # requests that arrived together, before anything was looked up
         token = read_asked_at.set(arrived)
         try:
