@@ -16,12 +16,13 @@ A histogram's summed observations go straight to the child's sum and bucket valu
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import collections
 import os
 import threading
 from typing import Any
+
+from drive.loop_batches import DueOnce
 
 APPLY_SECONDS = 0.01
 _AT_ONCE = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read by each worker process as it starts
@@ -31,7 +32,6 @@ _COUNTER, _HISTOGRAM = 0, 1
 # (kind, child, amount): appended on a loop's thread, taken by whichever thread applies (both atomic).
 _waiting: collections.deque[tuple[int, Any, float]] = collections.deque()
 _applying = threading.Lock()
-_due_on: asyncio.AbstractEventLoop | None = None  # the loop on which the next apply is due
 
 
 def inc(child: Any, amount: float = 1.0) -> None:
@@ -47,25 +47,10 @@ def observe(child: Any, amount: float) -> None:
 
 
 def _schedule() -> None:
-    global _due_on
-    if _due_on is not None and not _due_on.is_closed():
-        return
     if _AT_ONCE:
         apply_waiting()
-        return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no event loop in this thread: nothing to batch with
-        apply_waiting()
-        return
-    _due_on = loop
-    loop.call_later(APPLY_SECONDS, _due)
-
-
-def _due() -> None:
-    global _due_on
-    _due_on = None
-    apply_waiting()
+    else:
+        _apply_due.arm()
 
 
 def apply_waiting() -> None:
@@ -83,6 +68,9 @@ def apply_waiting() -> None:
             child.inc(total)
         for child, amounts in histograms.items():
             _observe_all(child, amounts)
+
+
+_apply_due = DueOnce(APPLY_SECONDS, lambda _loop: apply_waiting(), apply_waiting)
 
 
 def _observe_all(child: Any, amounts: list[float]) -> None:

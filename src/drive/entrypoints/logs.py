@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from drive.loop_batches import DueOnce
 from drive.settings import Settings
 
 # The id of the request being served, added to every log line written while serving it.
@@ -159,24 +160,14 @@ class _BackgroundWriter:
         # deque: appended on the loop's thread, drained by whichever thread writes (both atomic).
         self._lines: collections.deque[tuple[LinesOf, Any]] = collections.deque()
         self._writing = threading.Lock()  # held while taking and writing: batches leave in order
-        # The loop on which a batch's hand-over is due (one that closed first never runs it).
-        self._due_on: asyncio.AbstractEventLoop | None = None
+        self._hand_over_due = DueOnce(BATCH_SECONDS, self._hand_over, self.write_now)
 
     def put(self, lines_of: LinesOf, item: object) -> None:
         """Queue ``item``, to be made a line by ``lines_of`` with the other items of its run."""
         self._lines.append((lines_of, item))
-        if self._due_on is not None and not self._due_on.is_closed():
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop in this thread: nothing to batch with
-            self.write_now()
-            return
-        self._due_on = loop
-        loop.call_later(BATCH_SECONDS, self._hand_over, loop)
+        self._hand_over_due.arm()
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._due_on = None
         if not self._lines:
             return
         try:
