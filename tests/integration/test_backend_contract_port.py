@@ -17,7 +17,7 @@ from drive.adapters.db import blob_objects
 from drive.application.commit_protocol import all_records
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
-from drive.domain.errors import BlobConflict, BlobNotFound, PayloadTooLarge
+from drive.domain.errors import BlobConflict, BlobNotFound, PayloadTooLarge, StoredBytesMissing
 from drive.domain.ports import BlobRepository
 from tests.integration.backends import BackendUnderTest
 from tests.integration.servers.ftp import FtpServer
@@ -75,6 +75,16 @@ async def test_ranged_reads(service: DriveService) -> None:
     for start, end in [(0, 1), (5, 5), (1024 * 1024 - 3, 2 * 1024 * 1024 + 9), (len(data) - 10, len(data))]:
         got = b"".join([c async for c in service.retrieve.stream_range(record, start, end)])
         assert got == data[start:end], (start, end)
+
+
+async def test_whole_reads_are_the_stream_joined(service: DriveService) -> None:
+    data = os.urandom(5000)
+    record = (await service.store("port-whole", chunked(data, 1000))).record
+    for repository in (service.backends.default, _innermost(service.backends.default)):
+        for limit in (0, 1, 4999, 5000, 5001, 1 << 20):
+            assert await repository.read_whole(record.storage_key, limit) == data[:limit], (repository, limit)
+        with pytest.raises(StoredBytesMissing):
+            await repository.read_whole("0" * 32, 10)
 
 
 async def test_concurrent_writers_of_one_id(service: DriveService) -> None:

@@ -54,6 +54,13 @@ async def test_each_call_is_counted_once_by_how_it_ended() -> None:
     await reader.aclose()  # the consumer stopped early
     assert calls(name, "read", "aborted") == 1
 
+    assert await metered.read_whole("k", 3) == b"abc"  # a whole read is a read, its bytes counted
+    assert calls(name, "read", "ok") == 2
+    plan.fail("read", nth=None)  # and the faults layer's rules for reads apply to it
+    with pytest.raises(StorageUnavailable):
+        await metered.read_whole("k", 4)
+    assert calls(name, "read", "error") == 1
+
     plan.fail("delete")
     with pytest.raises(StorageUnavailable):
         await metered.delete("k")

@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from drive.adapters import piece_length
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, SqlDatabase
 from drive.adapters.sql_schema import BLOBS, upgrade
+from drive.adapters.whole_reads import joined
 from drive.domain.errors import CorruptBlob, StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key, is_storage_key
 
@@ -414,6 +415,9 @@ class DatabaseBlobRepository:
             seq = upto + 1
 
     # -- delete / list ----------------------------------------------------------------
+
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        return await joined(self.read(key, 0, limit))
 
     async def delete(self, key: str) -> None:
         key = checked_key(key)

@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 
 from drive.adapters import piece_length
+from drive.adapters.whole_reads import joined
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 
@@ -174,12 +175,7 @@ class FilesystemBlobRepository:
             if not await anyio.to_thread.run_sync(os.path.isfile, path):
                 raise StoredBytesMissing(f"no bytes for storage key {key}")
             return
-        try:
-            small = _read_small(path, start, remaining)
-        except FileNotFoundError:
-            raise StoredBytesMissing(f"no bytes for storage key {key}") from None
-        except OSError as exc:
-            raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+        small = _inline_read(path, start, remaining, key)
         if small is not None:
             if small:
                 yield small
@@ -188,6 +184,10 @@ class FilesystemBlobRepository:
         async with aclosing(_streamed(path, start, remaining, f"no bytes for storage key {key}")) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        small = _inline_read(self._object_file(key), 0, max(limit, 0), key)
+        return small if small is not None else await joined(self.read(key, 0, limit))
 
     async def delete(self, key: str) -> None:
         paths = (self._object_path(key), self._staging_path(key))
@@ -404,6 +404,16 @@ async def _streamed(path: str, start: int, remaining: int | None, missing: str) 
         if handle is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(handle.close)
+
+
+def _inline_read(path: str, start: int, remaining: int | None, key: str) -> bytes | None:
+    """``_read_small``, on the event loop (cheaper than a thread hop for so few bytes), with the port's errors."""
+    try:
+        return _read_small(path, start, remaining)
+    except FileNotFoundError:
+        raise StoredBytesMissing(f"no bytes for storage key {key}") from None
+    except OSError as exc:
+        raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
 
 
 def _read_small(path: str, start: int, remaining: int | None) -> bytes | None:

@@ -80,6 +80,11 @@ class InMemoryBlobRepository:
         for at in range(0, len(data), step):
             yield data[at : at + step]
 
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        if key not in self.objects:
+            raise StoredBytesMissing(f"no bytes for key {key}")
+        return self.objects[key][:limit]
+
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)
         self.staged.pop(key, None)

@@ -47,6 +47,13 @@ class BlobRepository(Protocol):
         """Yield the bytes of ``key`` from ``start`` up to ``end`` (exclusive; None = to the end)."""
         ...
 
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        """The bytes of ``key`` up to ``limit`` of them, in one piece: ``read(key, 0, limit)`` joined.
+
+        For small reads, where a stream's machinery costs more than the bytes; the caller
+        bounds ``limit``. Raises as ``read`` does.
+        """
+
     async def delete(self, key: str) -> None:
         """Remove every byte stored for ``key``, staged or published. Missing is fine."""
 

@@ -20,6 +20,7 @@ from drive.adapters.ftp import steps
 from drive.adapters.ftp.errors import missing, refused_with, translated
 from drive.adapters.ftp.pieces import SUFFIX, PieceState, missing_pieces
 from drive.adapters.ftp.pool import FtpPool
+from drive.adapters.whole_reads import joined
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
 from drive.settings import FtpSettings
 
@@ -159,6 +160,9 @@ class FtpBlobRepository:
                     await steps.resync_after_cut(client, stream, within=self._timeout)
             finally:
                 stream.close()
+
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        return await joined(self.read(key, 0, limit))
 
     async def delete(self, key: str) -> None:
         published, staged, pieces = self._object_path(key), self._staging_path(key), self._pieces_path(key)

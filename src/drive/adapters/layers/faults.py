@@ -15,6 +15,7 @@ from datetime import datetime
 import anyio
 
 from drive.adapters.layers.metrics import staging_of
+from drive.adapters.whole_reads import joined
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingOp, Upload
 from drive.domain.ports import BlobRepository, MetadataRepository, UploadRepository
@@ -122,6 +123,9 @@ class FaultyBlobRepository:
         rule = await self.plan.before("read")
         async for chunk in _interrupt(self.inner.read(key, start, end), rule):
             yield chunk
+
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        return await joined(self.read(key, 0, limit))  # the rules for ``read`` apply
 
     async def delete(self, key: str) -> None:
         await self.plan.before("delete")

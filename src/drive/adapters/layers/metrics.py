@@ -144,6 +144,12 @@ class MeteredBlobRepository:
         finally:
             deferred_metrics.inc(self._bytes["read"], size)
 
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        with self._timed("read"):
+            data = await self.inner.read_whole(key, limit)
+        deferred_metrics.inc(self._bytes["read"], len(data))
+        return data
+
     async def delete(self, key: str) -> None:
         with self._timed("delete"):
             await self.inner.delete(key)

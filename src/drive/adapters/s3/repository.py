@@ -16,6 +16,7 @@ from typing import Any
 from drive.adapters.s3 import multipart, pieces
 from drive.adapters.s3.client import S3Client
 from drive.adapters.s3.errors import Unsatisfiable
+from drive.adapters.whole_reads import joined
 from drive.domain.storage_keys import is_storage_key, shard
 from drive.settings import S3Settings
 
@@ -83,6 +84,9 @@ class S3BlobRepository:
                 yield chunk
         finally:
             body.close()
+
+    async def read_whole(self, key: str, limit: int) -> bytes:
+        return await joined(self.read(key, 0, limit))
 
     async def delete(self, key: str) -> None:
         object_key = self._object_key(key)
