@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
-from drive.adapters.concurrency import bounded_fan_out
+from drive.adapters.concurrency import bounded_fan_out, sha256_in_worker
 from drive.adapters.fs import FilesystemBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.metadata_store import sql_metadata_repository
@@ -106,7 +106,8 @@ class Container(containers.DeclarativeContainer):
     protocol = providers.Singleton(CommitProtocol, metadata=metadata, backends=backends, lease=lease, clock=clock)
 
     store_blob = providers.Singleton(StoreBlob, protocol)
-    retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends)
+    # Chunks read back are hashed in worker threads, overlapping the sending of the one before.
+    retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends, providers.Object(sha256_in_worker))
     delete_blob = providers.Singleton(DeleteBlob, protocol)
     list_blobs = providers.Singleton(ListBlobs, metadata)
     # Resumable uploads live in the metadata store: the same object serves both ports.

@@ -10,9 +10,11 @@ from dataclasses import replace
 
 import pytest
 
+from drive.adapters.concurrency import sha256_in_worker
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
+from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.service import DriveService
-from drive.application.streams import ChunkDigests, Digesting, in_chunks, single_chunk
+from drive.application.streams import ChunkDigests, Digesting, hash_here, in_chunks, single_chunk
 from drive.domain.backends import Backends
 from drive.domain.errors import CorruptBlob
 from drive.domain.model import CHUNK_SIZE, BlobRecord, utc_now
@@ -119,6 +121,20 @@ def test_a_range_reads_the_chunks_that_cover_it(start: int, end: int, window: tu
 async def test_ranges_are_served_exactly(service: DriveService, start: int, end: int) -> None:
     record = (await service.store("big", pieces(DATA, 70_000))).record
     assert await collect(service.retrieve.stream_range(record, start, end)) == DATA[start:end]
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024 - 1, 64 * 1024, MiB])
+async def test_each_digester_gives_the_sha256(size: int) -> None:
+    data = os.urandom(size)
+    assert await sha256_in_worker(data) == await hash_here(data) == hashlib.sha256(data).digest()
+
+
+async def test_reads_are_the_same_whichever_digester_checks_them(service: DriveService) -> None:
+    record = (await service.store("big", pieces(DATA, 70_000))).record
+    for digest in (hash_here, sha256_in_worker):
+        retrieve = RetrieveBlob(service.metadata, service.backends, digest)
+        assert await collect(retrieve.stream(record)) == DATA
+        assert await collect(retrieve.stream_range(record, MiB - 1, 2 * MiB + 1)) == DATA[MiB - 1 : 2 * MiB + 1]
 
 
 # -- damage ------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Bounded fan-out on anyio, for use-cases that take a ``FanOut`` (see drive.application.fan_out)."""
+"""How use-cases run work at once: bounded fan-out on anyio (a ``FanOut``, see drive.application.fan_out),
+and chunk hashing in worker threads (a ``Digester``, see drive.application.streams)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
@@ -42,3 +45,25 @@ async def bounded_fan_out(items: AsyncIterable[T], work: Callable[[T], Awaitable
             tasks.cancel_scope.cancel()
     if failures:
         raise failures[0]
+
+
+# Below this a worker-thread hop costs more than hashing on the event loop.
+_HASH_OFF_LOOP_MIN = 64 * 1024
+
+
+def sha256_in_worker(chunk: bytes) -> Awaitable[bytes]:
+    """A ``Digester`` (drive.application.streams): the chunk's SHA-256, already being worked out.
+
+    Large chunks are hashed in a worker thread (hashlib lets go of the GIL), started now: a
+    stream that reads back chunks sends the last one while this one is hashed.
+    """
+    loop = asyncio.get_running_loop()
+    if len(chunk) >= _HASH_OFF_LOOP_MIN:
+        return loop.run_in_executor(None, _sha256, chunk)
+    done = loop.create_future()
+    done.set_result(_sha256(chunk))
+    return done
+
+
+def _sha256(chunk: bytes) -> bytes:
+    return hashlib.sha256(chunk).digest()

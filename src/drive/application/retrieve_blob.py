@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from drive.application.streams import ChunkDigests, in_chunks
+from drive.application.streams import ChunkDigests, Digester, hash_here, in_chunks
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, CorruptBlob
 from drive.domain.ids import validate_id
@@ -36,9 +36,10 @@ class ScanResult:
 
 
 class RetrieveBlob:
-    def __init__(self, metadata: MetadataRepository, backends: Backends) -> None:
+    def __init__(self, metadata: MetadataRepository, backends: Backends, digest: Digester = hash_here) -> None:
         self._metadata = metadata
         self._backends = backends
+        self._digest = digest  # of each chunk a stream reads back
 
     async def stat(self, blob_id: str) -> BlobRecord:
         validate_id(blob_id)
@@ -140,20 +141,26 @@ class RetrieveBlob:
         # To the end of the blob: read to the end of the stored bytes, as a whole read always
         # has (an empty blob's bytes are then still looked for, and must exist).
         stop = None if window_end >= record.size else window_end
+        # One verified piece is held back: it is handed on while the next chunk is hashed (the
+        # digester may hash in a worker), and the last one only once the stored bytes proved complete.
+        ready = b""
         async for chunk in in_chunks(self._read(record, window_start, stop), chunk_size):
             if at >= window_end:
                 continue  # the backend gave more than asked for: none of it is ours to send
-            if hashlib.sha256(chunk).digest() != record.chunk_digest(index):
+            digest = self._digest(chunk)
+            if ready:
+                yield ready
+            if await digest != record.chunk_digest(index):
                 _log_corrupt(record, f"chunk {index} (bytes {at}-{at + len(chunk) - 1}) does not match its digest")
                 raise CorruptBlob("stored bytes do not match their checksum")
-            piece = chunk[max(0, start - at) : end - at]
-            if piece:
-                yield piece
+            ready = chunk[max(0, start - at) : end - at]
             at += len(chunk)
             index += 1
         if at < window_end:
             _log_corrupt(record, f"stored bytes end at {at}, chunk {index} is missing")
             raise CorruptBlob("stored bytes do not match their checksum")
+        if ready:
+            yield ready
 
     async def _read(self, record: BlobRecord, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The backend's bytes; damage the backend itself reports is logged like any other."""

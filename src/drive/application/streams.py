@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator
+from typing import Protocol
 
 from drive.domain.errors import PayloadTooLarge
 from drive.domain.model import CHUNK_SIZE, pack_chunk_digests
+
+
+class Digester(Protocol):
+    """The SHA-256 digest of a chunk being read back, supplied by the composition root.
+
+    What it returns may already be at work when returned (in a worker thread, say), so that a
+    reader can hand on the chunk before while this one is hashed; ``hash_here`` is the plain default.
+    """
+
+    def __call__(self, chunk: bytes, /) -> Awaitable[bytes]: ...
+
+
+def hash_here(chunk: bytes) -> Awaitable[bytes]:
+    """Hashed at once, by the caller (the plain default, for tests and the CLI)."""
+    return _Done(hashlib.sha256(chunk).digest())
+
+
+class _Done:
+    """An awaitable that already holds its value (left unawaited, it warns of nothing, unlike a coroutine)."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[None, None, bytes]:
+        return self._value
+        yield  # unreachable: makes this a generator, as __await__ must return an iterator
 
 
 class ChunkDigests:
