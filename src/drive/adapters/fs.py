@@ -10,6 +10,8 @@ in a worker thread, except reads of small files: those are done inline (below).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
@@ -387,22 +389,31 @@ async def _streamed(path: str, start: int, remaining: int | None, missing: str) 
         raise StoredBytesMissing(missing) from None
     except OSError as exc:
         raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
+    # The next read is started before a chunk is handed on, so the consumer's work on it (hashing,
+    # sending) overlaps the read. Until that read is done the worker holds the file.
+    ahead: asyncio.Future[tuple[IO[bytes] | None, bytes]] | None = None
     try:
         # A short read means end of file: the worker closed the file in the same hop.
         while True:
             if remaining is not None:
                 remaining -= len(chunk)
+            if handle is not None and remaining != 0:
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                ahead = asyncio.ensure_future(anyio.to_thread.run_sync(_read_next, handle, size))
             if chunk:
                 yield chunk
-            if handle is None or remaining == 0:
+            if ahead is None:
                 break
-            size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-            handle, chunk = await anyio.to_thread.run_sync(_read_next, handle, size)
+            handle, chunk = await asyncio.shield(ahead)
+            ahead = None
     except OSError as exc:
         raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
     finally:
-        if handle is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if ahead is not None:  # the consumer stopped early: wait for the worker to let go of the file
+                with contextlib.suppress(Exception):
+                    handle = (await asyncio.shield(ahead))[0]
+            if handle is not None:
                 await anyio.to_thread.run_sync(handle.close)
 
 
