@@ -10,6 +10,8 @@ against ``drive serve`` (fs + SQLite in a temporary directory on the same file s
 
 each with the server's resident memory sampled from /proc every 20 ms (growth over the
 start of the transfer). The Python client is slower than the server; curl is not.
+The raw transfers run ``--rounds`` times, each right after its own floors (this machine's disk
+and load swing between minutes), and the median of each ratio is reported beside every round's.
 
     .venv/bin/python bench/large.py                         # 1 GiB raw, 128 MiB JSON GET, 32 MiB JSON POST
     .venv/bin/python bench/large.py --size-mib 256 --json-get-mib 32
@@ -21,10 +23,12 @@ import argparse
 import base64
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,11 +67,33 @@ def transfer(pid: int, *args: str) -> tuple[float, float]:
     return seconds, peak.peak - base
 
 
+@dataclass(frozen=True)
+class RawRound:
+    dd: float  # MiB/s
+    sha: float  # MiB/s
+    put: float  # MiB/s
+    put_rss: float  # MiB
+    get: float  # MiB/s
+    get_rss: float  # MiB
+
+
+def raw_round(tmp: Path, raw: Path, url: str, pid: int, size_mib: int, n: int) -> RawRound:
+    """Floors, then a raw PUT and GET of ``raw`` under a new id (deleted after: the disk stays as it was)."""
+    dd = dd_rate(tmp, size_mib)
+    sha = sha256_rate(size_mib)
+    blob = f"{url}/v1/blobs/bench/raw-{n}"
+    put_s, put_rss = transfer(pid, "-T", str(raw), blob)
+    get_s, get_rss = transfer(pid, "-H", "Accept: application/octet-stream", blob)
+    curl("-X", "DELETE", blob)
+    return RawRound(dd, sha, size_mib / put_s, put_rss, size_mib / get_s, get_rss)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="raw blob size (MiB)")
     parser.add_argument("--json-get-mib", type=int, default=128)
     parser.add_argument("--json-post-mib", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the raw transfers and their floors")
     opts = parser.parse_args()
     if shutil.which("curl") is None:
         raise SystemExit("curl is missing: apt-get install -y curl")
@@ -83,16 +109,13 @@ def main() -> None:
             b'{"id":"bench/json-post","data":"' + base64.b64encode(os.urandom(opts.json_post_mib * MIB)) + b'"}'
         )
 
-        dd = dd_rate(tmp, opts.size_mib)
-        sha = sha256_rate(opts.size_mib)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         (tmp / "srv").mkdir()
         server = start_server(tmp / "srv", port)
         try:
             pid = server.pid
-            put_s, put_rss = transfer(pid, "-T", str(raw), f"{url}/v1/blobs/bench/raw")
-            get_s, get_rss = transfer(pid, "-H", "Accept: application/octet-stream", f"{url}/v1/blobs/bench/raw")
+            rounds = [raw_round(tmp, raw, url, pid, opts.size_mib, n) for n in range(opts.rounds)]
             seed = tmp / "json-get.bin"
             seed.write_bytes(json_get)
             curl("-T", str(seed), f"{url}/v1/blobs/bench/json-get")
@@ -105,16 +128,27 @@ def main() -> None:
             server.wait(timeout=30)
 
         size = opts.size_mib
-        print(f"Floors: dd conv=fsync {dd:,.0f} MiB/s, SHA-256 one core {sha:,.0f} MiB/s\n")
-        print("| transfer | MiB/s | share of its floor | server RSS growth |")
-        print("|---|---|---|---|")
-        print(f"| raw PUT {size} MiB | {size / put_s:,.0f} | {size / put_s / dd:.0%} of dd | {put_rss:.1f} MiB |")
-        print(f"| raw GET {size} MiB | {size / get_s:,.0f} | {size / get_s / sha:.0%} of SHA-256 | {get_rss:.1f} MiB |")
+        print(f"Raw {size} MiB, each round after its own floors (dd conv=fsync; SHA-256 on one core):\n")
+        columns = ["round", "dd MiB/s", "PUT MiB/s", "PUT / dd", "SHA-256 MiB/s", "GET MiB/s", "GET / SHA-256"]
+        print("| " + " | ".join([*columns, "RSS growth PUT / GET"]) + " |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n, r in enumerate(rounds, 1):
+            print(
+                f"| {n} | {r.dd:,.0f} | {r.put:,.0f} | {r.put / r.dd:.0%} | {r.sha:,.0f} | {r.get:,.0f} "
+                f"| {r.get / r.sha:.0%} | {r.put_rss:.1f} / {r.get_rss:.1f} MiB |"
+            )
+        put_ratio = statistics.median(r.put / r.dd for r in rounds)
+        get_ratio = statistics.median(r.get / r.sha for r in rounds)
+        grown = max(max(r.put_rss, r.get_rss) for r in rounds)
+        print(f"\nMedians: raw PUT {put_ratio:.0%} of dd, raw GET {get_ratio:.0%} of SHA-256", end="")
+        print(f"; RSS growth at most {grown:.1f} MiB\n")
+        print("| transfer | MiB/s | server RSS growth |")
+        print("|---|---|---|")
         jget = opts.json_get_mib
-        print(f"| JSON GET {jget} MiB | {jget / jget_s:,.0f} | — | {jget_rss:.1f} MiB |")
+        print(f"| JSON GET {jget} MiB | {jget / jget_s:,.0f} | {jget_rss:.1f} MiB |")
         jpost = opts.json_post_mib
         print(
-            f"| JSON POST {jpost} MiB | {jpost / jpost_s:,.0f} | — | {jpost_rss:.1f} MiB "
+            f"| JSON POST {jpost} MiB | {jpost / jpost_s:,.0f} | {jpost_rss:.1f} MiB "
             f"({jpost_rss / jpost:.1f}x the blob) |"
         )
     finally:
