@@ -11,12 +11,11 @@ in a worker thread, except reads of small files: those are done inline (below).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -25,6 +24,8 @@ from drive.adapters import piece_length
 from drive.adapters.whole_reads import joined
 from drive.domain.errors import StorageUnavailable, StoredBytesMissing
 from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, shard
+
+T = TypeVar("T")
 
 READ_CHUNK = 1024 * 1024
 WRITE_GATHER = 1024 * 1024  # bytes gathered per worker-thread hop when writing
@@ -84,6 +85,7 @@ class FilesystemBlobRepository:
         staging = self._staging_path(key)
         final = self._object_path(key)
         handle: IO[bytes] | None = None
+        writing: asyncio.Future[int] | None = None
         written = 0
         try:
             # Worker-thread hops cost more than small writes: chunks (as a body arrives, often
@@ -101,14 +103,22 @@ class FilesystemBlobRepository:
             del first
             piece: bytes | bytearray = second
             async for following in pieces:
-                await anyio.to_thread.run_sync(handle.write, piece)
+                # Each piece is written in a worker while the next one is gathered from the body.
+                if writing is not None:
+                    await asyncio.shield(writing)
+                writing = _started(handle.write, piece)
                 written += len(piece)
                 piece = following
+            if writing is not None:
+                await asyncio.shield(writing)
+                writing = None
             sealing, handle = handle, None
             await anyio.to_thread.run_sync(_write_and_publish, sealing, piece, staging, final)
             written += len(piece)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
+                if writing is not None:  # the worker lets go of the file first
+                    await _settled(writing)
                 await anyio.to_thread.run_sync(_discard, handle, staging)
             if isinstance(exc, OSError):
                 raise StorageUnavailable(f"filesystem backend cannot write ({exc.strerror})") from None
@@ -399,7 +409,7 @@ async def _streamed(path: str, start: int, remaining: int | None, missing: str) 
                 remaining -= len(chunk)
             if handle is not None and remaining != 0:
                 size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-                ahead = asyncio.ensure_future(anyio.to_thread.run_sync(_read_next, handle, size))
+                ahead = _started(_read_next, handle, size)
             if chunk:
                 yield chunk
             if ahead is None:
@@ -410,11 +420,24 @@ async def _streamed(path: str, start: int, remaining: int | None, missing: str) 
         raise StorageUnavailable(f"filesystem backend cannot read ({exc.strerror})") from None
     finally:
         with anyio.CancelScope(shield=True):
-            if ahead is not None:  # the consumer stopped early: wait for the worker to let go of the file
-                with contextlib.suppress(Exception):
-                    handle = (await asyncio.shield(ahead))[0]
+            if ahead is not None:  # the consumer stopped early: the worker lets go of the file first
+                handle = (await _settled(ahead) or (handle, b""))[0]
             if handle is not None:
                 await anyio.to_thread.run_sync(handle.close)
+
+
+def _started(call: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """``call`` under way in a worker thread from now on, to be awaited later (through
+    ``asyncio.shield``, so that a cancelled waiter does not orphan it: see ``_settled``)."""
+    return asyncio.ensure_future(anyio.to_thread.run_sync(call, *args))
+
+
+async def _settled(work: asyncio.Future[T]) -> T | None:
+    """For clean-up: wait for work under way to end; its result, or None if it failed."""
+    try:
+        return await asyncio.shield(work)
+    except Exception:
+        return None
 
 
 def _inline_read(path: str, start: int, remaining: int | None, key: str) -> bytes | None:

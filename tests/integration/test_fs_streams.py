@@ -1,8 +1,10 @@
-"""The filesystem adapter's streamed reads: each next chunk is read while the last one is used."""
+"""The filesystem adapter's streams: the next chunk is read, or the last piece written, while the
+caller works on another; stopping early or failing leaves no file open and nothing staged."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -71,3 +73,56 @@ async def test_a_cancelled_reader_leaves_no_file_open(stored: Stored) -> None:
                 await anyio.sleep(0.01)
     assert scope.cancelled_caught and b"".join(got) == data[: 2 * READ_CHUNK]
     assert open_files(path) == []
+
+
+class BrokeOff(Exception):
+    pass
+
+
+async def body(size: int, *, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    """A request body arriving 64 KiB at a time; it breaks off after ``fail_after`` bytes."""
+    sent = 0
+    while sent < size:
+        if fail_after is not None and sent >= fail_after:
+            raise BrokeOff("the client went away")
+        piece = os.urandom(min(64 * 1024, size - sent))
+        sent += len(piece)
+        yield piece
+        await anyio.sleep(0)
+
+
+async def test_a_body_written_while_it_arrives_is_stored_whole(tmp_path: Path) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    sent = bytearray()
+
+    async def kept() -> AsyncIterator[bytes]:
+        async for piece in body(5 * READ_CHUNK + 3):
+            sent.extend(piece)
+            yield piece
+
+    assert await fs.write(key, kept()) == len(sent)
+    assert b"".join([c async for c in fs.read(key)]) == sent
+    assert open_files(Path(fs._object_file(key))) == []
+
+
+async def test_a_body_that_breaks_off_leaves_nothing_staged_or_open(tmp_path: Path) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    with pytest.raises(BrokeOff):  # the body's own error, unchanged
+        await fs.write(key, body(8 * READ_CHUNK, fail_after=3 * READ_CHUNK))
+    staging = fs._staging_path(key)
+    assert not staging.exists() and open_files(staging) == []
+    assert [k async for k in fs.list_keys()] == []
+
+
+async def test_a_cancelled_write_leaves_nothing_staged_or_open(tmp_path: Path) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    with anyio.move_on_after(0.05) as scope:
+        await fs.write(key, body(1 << 40))  # endless for this test
+    staging = fs._staging_path(key)
+    assert scope.cancelled_caught and not staging.exists() and open_files(staging) == []
