@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
-from drive.adapters.concurrency import bounded_fan_out, sha256_in_worker
+from drive.adapters.concurrency import bounded_fan_out, in_worker
 from drive.adapters.fs import FilesystemBlobRepository
 from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.metadata_store import sql_metadata_repository
@@ -83,6 +83,8 @@ class Container(containers.DeclarativeContainer):
     lease = providers.Callable(_lease, settings)
     # How migrations run many moves at once (the application layer has no async runtime).
     fan_out = providers.Object(bounded_fan_out)
+    # Hashing of large pieces runs in worker threads, overlapping the sending or receiving of others.
+    offload = providers.Object(in_worker)
 
     metadata = providers.Singleton(sql_metadata_repository, url=settings.provided.database_url)
 
@@ -105,9 +107,8 @@ class Container(containers.DeclarativeContainer):
 
     protocol = providers.Singleton(CommitProtocol, metadata=metadata, backends=backends, lease=lease, clock=clock)
 
-    store_blob = providers.Singleton(StoreBlob, protocol)
-    # Chunks read back are hashed in worker threads, overlapping the sending of the one before.
-    retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends, providers.Object(sha256_in_worker))
+    store_blob = providers.Singleton(StoreBlob, protocol, offload)
+    retrieve_blob = providers.Singleton(RetrieveBlob, metadata, backends, offload)
     delete_blob = providers.Singleton(DeleteBlob, protocol)
     list_blobs = providers.Singleton(ListBlobs, metadata)
     # Resumable uploads live in the metadata store: the same object serves both ports.

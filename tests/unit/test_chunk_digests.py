@@ -10,13 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from drive.adapters.concurrency import sha256_in_worker
+from drive.adapters.concurrency import in_worker
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.service import DriveService
-from drive.application.streams import ChunkDigests, Digesting, hash_here, in_chunks, single_chunk
+from drive.application.streams import HASH_PIECE, ChunkDigests, Digesting, at_once, in_chunks, sha256_of, single_chunk
 from drive.domain.backends import Backends
-from drive.domain.errors import CorruptBlob
+from drive.domain.errors import CorruptBlob, PayloadTooLarge
 from drive.domain.model import CHUNK_SIZE, BlobRecord, utc_now
 from tests.unit.wiring import container_over
 
@@ -124,15 +124,35 @@ async def test_ranges_are_served_exactly(service: DriveService, start: int, end:
 
 
 @pytest.mark.parametrize("size", [0, 1, 64 * 1024 - 1, 64 * 1024, MiB])
-async def test_each_digester_gives_the_sha256(size: int) -> None:
+async def test_work_offloaded_or_not_gives_the_same_result(size: int) -> None:
     data = os.urandom(size)
-    assert await sha256_in_worker(data) == await hash_here(data) == hashlib.sha256(data).digest()
+    assert await in_worker(sha256_of, data) == await at_once(sha256_of, data) == hashlib.sha256(data).digest()
 
 
-async def test_reads_are_the_same_whichever_digester_checks_them(service: DriveService) -> None:
+@pytest.mark.parametrize("piece", [1000, 65_536, HASH_PIECE - 1, HASH_PIECE, 3 * HASH_PIECE + 1])
+async def test_a_body_hashed_a_piece_behind_in_a_worker_is_hashed_exactly(piece: int) -> None:
+    data = DATA if piece > 1000 else DATA[: HASH_PIECE + 5]
+    for offload in (at_once, in_worker):
+        digest = Digesting(pieces(data, piece), len(data), offload=offload)
+        handed_on = [chunk async for chunk in digest]
+        assert b"".join(handed_on) == data and digest.finished and digest.size == len(data)
+        assert all(len(chunk) >= HASH_PIECE for chunk in handed_on[:-1])  # gathered, for fewer hops
+        assert digest.sha256 == hashlib.sha256(data).hexdigest()
+        assert digest.chunk_digests == b"".join(chunk_hashes(data, MiB))
+
+
+async def test_a_body_over_its_limit_is_refused_as_it_arrives() -> None:
+    digest = Digesting(pieces(DATA, 65_536), MiB + 1, offload=in_worker)
+    with pytest.raises(PayloadTooLarge):
+        async for _ in digest:
+            pass
+    assert digest.size <= MiB + 65_536 and not digest.finished
+
+
+async def test_reads_are_the_same_whether_hashing_is_offloaded_or_not(service: DriveService) -> None:
     record = (await service.store("big", pieces(DATA, 70_000))).record
-    for digest in (hash_here, sha256_in_worker):
-        retrieve = RetrieveBlob(service.metadata, service.backends, digest)
+    for offload in (at_once, in_worker):
+        retrieve = RetrieveBlob(service.metadata, service.backends, offload)
         assert await collect(retrieve.stream(record)) == DATA
         assert await collect(retrieve.stream_range(record, MiB - 1, 2 * MiB + 1)) == DATA[MiB - 1 : 2 * MiB + 1]
 

@@ -1,15 +1,16 @@
 """How use-cases run work at once: bounded fan-out on anyio (a ``FanOut``, see drive.application.fan_out),
-and chunk hashing in worker threads (a ``Digester``, see drive.application.streams)."""
+and hashing in worker threads (an ``Offload``, see drive.application.streams)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
+
+from drive.application.streams import Data
 
 T = TypeVar("T")
 
@@ -47,23 +48,19 @@ async def bounded_fan_out(items: AsyncIterable[T], work: Callable[[T], Awaitable
         raise failures[0]
 
 
-# Below this a worker-thread hop costs more than hashing on the event loop.
-_HASH_OFF_LOOP_MIN = 64 * 1024
+# Below this a worker-thread hop costs more than the work (hashing) on the event loop.
+_OFF_LOOP_MIN = 64 * 1024
 
 
-def sha256_in_worker(chunk: bytes) -> Awaitable[bytes]:
-    """A ``Digester`` (drive.application.streams): the chunk's SHA-256, already being worked out.
+def in_worker(work: Callable[[Data], T], data: Data) -> Awaitable[T]:
+    """An ``Offload`` (drive.application.streams): ``work(data)``, already under way.
 
-    Large chunks are hashed in a worker thread (hashlib lets go of the GIL), started now: a
-    stream that reads back chunks sends the last one while this one is hashed.
+    Large data is worked on in a thread of the loop's executor, started now (hashlib lets go of
+    the GIL), so that reading back or receiving the next piece overlaps it; small data at once.
     """
     loop = asyncio.get_running_loop()
-    if len(chunk) >= _HASH_OFF_LOOP_MIN:
-        return loop.run_in_executor(None, _sha256, chunk)
-    done = loop.create_future()
-    done.set_result(_sha256(chunk))
+    if len(data) >= _OFF_LOOP_MIN:
+        return loop.run_in_executor(None, work, data)
+    done: asyncio.Future[T] = loop.create_future()
+    done.set_result(work(data))
     return done
-
-
-def _sha256(chunk: bytes) -> bytes:
-    return hashlib.sha256(chunk).digest()

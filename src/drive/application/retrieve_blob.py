@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from drive.application.streams import ChunkDigests, Digester, hash_here, in_chunks
+from drive.application.streams import ChunkDigests, Offload, at_once, in_chunks, sha256_of
 from drive.domain.backends import Backends
 from drive.domain.errors import BlobNotFound, CorruptBlob
 from drive.domain.ids import validate_id
@@ -36,10 +36,10 @@ class ScanResult:
 
 
 class RetrieveBlob:
-    def __init__(self, metadata: MetadataRepository, backends: Backends, digest: Digester = hash_here) -> None:
+    def __init__(self, metadata: MetadataRepository, backends: Backends, offload: Offload = at_once) -> None:
         self._metadata = metadata
         self._backends = backends
-        self._digest = digest  # of each chunk a stream reads back
+        self._offload = offload  # hashes each chunk a stream reads back
 
     async def stat(self, blob_id: str) -> BlobRecord:
         validate_id(blob_id)
@@ -147,7 +147,7 @@ class RetrieveBlob:
         async for chunk in in_chunks(self._read(record, window_start, stop), chunk_size):
             if at >= window_end:
                 continue  # the backend gave more than asked for: none of it is ours to send
-            digest = self._digest(chunk)
+            digest = self._offload(sha256_of, chunk)
             if ready:
                 yield ready
             if await digest != record.chunk_digest(index):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 
 from drive.application.commit_protocol import CommitProtocol
-from drive.application.streams import Digesting
+from drive.application.streams import Digesting, Offload, at_once
 from drive.domain.errors import BlobConflict, ChecksumMismatch, StorageUnavailable
 from drive.domain.ids import validate_id
 from drive.domain.media_types import DEFAULT_CONTENT_TYPE, validate_media_type
@@ -23,9 +23,10 @@ from drive.domain.model import BlobRecord, CommitOutcome, whole_seconds
 
 
 class StoreBlob:
-    def __init__(self, protocol: CommitProtocol) -> None:
+    def __init__(self, protocol: CommitProtocol, offload: Offload = at_once) -> None:
         self._protocol = protocol
         self._metadata = protocol.metadata
+        self._offload = offload  # hashes the body a piece at a time while the next arrives
 
     async def __call__(
         self,
@@ -42,14 +43,15 @@ class StoreBlob:
         existing = await self._metadata.get(blob_id)
         if existing is not None:
             # Already committed: hash the body without storing it, then replay or refuse.
-            digest = Digesting(chunks, max_size, chunk_size=None)
+            digest = Digesting(chunks, max_size, chunk_size=None, offload=self._offload)
             await digest.drain()
             _check_expected(digest, expected_sha256)
             return _replay(existing, digest, content_type)
 
         backend = self._protocol.backends.default
         key = await self._protocol.intend_store(backend.name, blob_id)
-        digest = Digesting(chunks, max_size, on_progress=self._protocol.renewal(key).maybe_renew)
+        renew = self._protocol.renewal(key).maybe_renew
+        digest = Digesting(chunks, max_size, on_progress=renew, offload=self._offload)
         try:
             written = await backend.write(key, digest)
             if not digest.finished or written != digest.size:

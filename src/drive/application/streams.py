@@ -4,36 +4,46 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from drive.domain.errors import PayloadTooLarge
 from drive.domain.model import CHUNK_SIZE, pack_chunk_digests
 
+T = TypeVar("T")
+Data = bytes | bytearray
 
-class Digester(Protocol):
-    """The SHA-256 digest of a chunk being read back, supplied by the composition root.
+# Stored bodies are hashed a piece of at least this size at a time (see ``Digesting``).
+HASH_PIECE = 1024 * 1024
 
-    What it returns may already be at work when returned (in a worker thread, say), so that a
-    reader can hand on the chunk before while this one is hashed; ``hash_here`` is the plain default.
+
+class Offload(Protocol):
+    """Runs ``work(data)`` away from the event loop (hashing, say); supplied by the composition root.
+
+    What it returns is already at work (in a worker thread), so the caller goes on (hands on the
+    chunk before, receives the next piece) and awaits the result later. ``at_once`` is the plain
+    default, for tests and the CLI: the work is done before it returns.
     """
 
-    def __call__(self, chunk: bytes, /) -> Awaitable[bytes]: ...
+    def __call__(self, work: Callable[[Data], T], data: Data, /) -> Awaitable[T]: ...
 
 
-def hash_here(chunk: bytes) -> Awaitable[bytes]:
-    """Hashed at once, by the caller (the plain default, for tests and the CLI)."""
-    return _Done(hashlib.sha256(chunk).digest())
+def at_once(work: Callable[[Data], T], data: Data) -> Awaitable[T]:
+    return _Done(work(data))
 
 
-class _Done:
+class _Done(Generic[T]):
     """An awaitable that already holds its value (left unawaited, it warns of nothing, unlike a coroutine)."""
 
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: T) -> None:
         self._value = value
 
-    def __await__(self) -> Generator[None, None, bytes]:
+    def __await__(self) -> Generator[None, None, T]:
         return self._value
         yield  # unreachable: makes this a generator, as __await__ must return an iterator
+
+
+def sha256_of(data: Data) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class ChunkDigests:
@@ -47,7 +57,7 @@ class ChunkDigests:
         self._hash = hashlib.sha256()
         self._filled = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: Data) -> None:
         view = memoryview(data)
         while view:
             take = min(len(view), self.chunk_size - self._filled)
@@ -101,6 +111,8 @@ class Digesting:
 
     Also digests each ``chunk_size`` chunk (None: not needed), for ``BlobRecord.chunk_digests``.
     ``on_progress`` is awaited now and then while bytes flow (lease renewal hangs on it).
+    Chunks are gathered into pieces of ``HASH_PIECE`` bytes, each hashed through ``offload``
+    while the next one arrives; pieces are handed on as they are (the last may be shorter).
     """
 
     def __init__(
@@ -109,8 +121,10 @@ class Digesting:
         max_size: int | None = None,
         on_progress: Callable[[], Awaitable[None]] | None = None,
         chunk_size: int | None = CHUNK_SIZE,
+        offload: Offload = at_once,
     ) -> None:
         self._chunks = chunks
+        self._offload = offload
         self._max_size = max_size
         self._on_progress = on_progress
         self._hash = hashlib.sha256()
@@ -134,19 +148,39 @@ class Digesting:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        gathered: list[bytes] = []
+        length = 0  # of the gathered chunks
+        hashing: Awaitable[None] | None = None  # the last piece's, under way
         async for chunk in self._chunks:
             if not chunk:
                 continue
             self.size += len(chunk)
             if self._max_size is not None and self.size > self._max_size:
                 raise PayloadTooLarge(f"blob is larger than the limit of {self._max_size} bytes")
-            self._hash.update(chunk)
-            if self.chunks is not None:
-                self.chunks.update(chunk)
             if self._on_progress is not None:
                 await self._on_progress()
-            yield chunk
+            gathered.append(chunk)
+            length += len(chunk)
+            if length < HASH_PIECE:
+                continue
+            piece = b"".join(gathered)  # one copy; none for a chunk that is large alone
+            gathered, length = [], 0
+            if hashing is not None:
+                await hashing  # the hashes take their pieces in order
+            hashing = self._offload(self._absorb, piece)
+            yield piece
+        if hashing is not None:
+            await hashing
+        if gathered:
+            piece = b"".join(gathered)
+            await self._offload(self._absorb, piece)
+            yield piece
         self.finished = True
+
+    def _absorb(self, piece: Data) -> None:
+        self._hash.update(piece)
+        if self.chunks is not None:
+            self.chunks.update(piece)
 
     async def drain(self) -> None:
         """Consume the whole stream, keeping only the count and hash."""
