@@ -10,9 +10,8 @@ from typing import TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from drive.application.streams import Data
-
 T = TypeVar("T")
+Data = bytes | bytearray
 
 
 async def bounded_fan_out(items: AsyncIterable[T], work: Callable[[T], Awaitable[None]], concurrency: int) -> None:

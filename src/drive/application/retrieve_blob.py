@@ -142,7 +142,7 @@ class RetrieveBlob:
         # has (an empty blob's bytes are then still looked for, and must exist).
         stop = None if window_end >= record.size else window_end
         # One verified piece is held back: it is handed on while the next chunk is hashed (the
-        # digester may hash in a worker), and the last one only once the stored bytes proved complete.
+        # offload may hash in a worker), and the last one only once the stored bytes proved complete.
         ready = b""
         async for chunk in in_chunks(self._read(record, window_start, stop), chunk_size):
             if at >= window_end:
