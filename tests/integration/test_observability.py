@@ -236,10 +236,15 @@ def test_several_workers_share_metrics_and_write_only_json(tmp_path: Path) -> No
                 # A new connection each time, so both workers take requests.
                 assert client.get("/v1/blobs", headers={"Connection": "close"}).status_code == 200
             client.headers["Connection"] = "close"  # scrapes land on either worker too
-            totals = [
-                value(scrape(client), "drive_http_requests_total", method="GET", route="/v1/blobs", status="200")
-                for _ in range(4)
-            ]
+
+            def total() -> float:
+                return value(scrape(client), "drive_http_requests_total", method="GET", route="/v1/blobs", status="200")
+
+            # A request is counted once its answer is out: the last one may still be on its way.
+            deadline = time.monotonic() + 5
+            while total() < 12 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            totals = [total() for _ in range(4)]
     finally:
         assert server.terminate() in (0, -15)
     assert totals == [12.0] * 4  # whichever worker answers the scrape
