@@ -198,8 +198,12 @@ class FilesystemBlobRepository:
                 yield chunk
 
     async def read_whole(self, key: str, limit: int) -> bytes:
-        small = _inline_read(self._object_file(key), 0, max(limit, 0), key)
-        return small if small is not None else await joined(self.read(key, 0, limit))
+        path = self._object_file(key)
+        small = _inline_read(path, 0, max(limit, 0), key)
+        if small is not None:
+            return small
+        # Too large to read inline: streamed from here (``read`` would open and measure the file again).
+        return await joined(_streamed(path, 0, max(limit, 0), f"no bytes for storage key {key}"))
 
     async def delete(self, key: str) -> None:
         paths = (self._object_path(key), self._staging_path(key))
@@ -421,7 +425,9 @@ async def _streamed(path: str, start: int, remaining: int | None, missing: str) 
     finally:
         with anyio.CancelScope(shield=True):
             if ahead is not None:  # the consumer stopped early: the worker lets go of the file first
-                handle = (await _settled(ahead) or (handle, b""))[0]
+                settled = await _settled(ahead)
+                if settled is not None:  # else the read failed, and the file is still ours to close
+                    handle = settled[0]
             if handle is not None:
                 await anyio.to_thread.run_sync(handle.close)
 

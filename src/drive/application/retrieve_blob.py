@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from drive.application.streams import ChunkDigests, Offload, at_once, in_chunks, sha256_of
@@ -79,11 +80,8 @@ class RetrieveBlob:
         # checked once, without the stream's machinery. As there, bytes past the recorded size of
         # a chunked blob are not ours to send, and a blob from before digests must match exactly:
         # one byte more than recorded is read to see any.
-        try:
+        with _backend_damage_logged(record):
             data = await self._backends.get(record.backend).read_whole(record.storage_key, record.size + 1)
-        except CorruptBlob as exc:  # the backend itself saw damage, or the bytes are gone
-            _log_corrupt(record, exc.message)
-            raise
         stored = len(data)
         if stored > record.size:
             data = data[: record.size]
@@ -164,13 +162,10 @@ class RetrieveBlob:
 
     async def _read(self, record: BlobRecord, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The backend's bytes; damage the backend itself reports is logged like any other."""
-        try:
+        with _backend_damage_logged(record):
             async for piece in self._backends.get(record.backend).read(record.storage_key, start, end):
                 if piece:
                     yield piece
-        except CorruptBlob as exc:  # the backend itself saw damage, or the bytes are gone
-            _log_corrupt(record, exc.message)
-            raise
 
     async def _verified(self, record: BlobRecord) -> AsyncIterator[bytes]:
         digest = hashlib.sha256()
@@ -210,6 +205,16 @@ class RetrieveBlob:
 
 def _ranges(indexes: list[int]) -> str:
     return ",".join(str(i) for i in indexes[:20]) + (",..." if len(indexes) > 20 else "")
+
+
+@contextmanager
+def _backend_damage_logged(record: BlobRecord) -> Iterator[None]:
+    """Damage the backend itself saw, or bytes gone, logged like damage found here; then raised."""
+    try:
+        yield
+    except CorruptBlob as exc:
+        _log_corrupt(record, exc.message)
+        raise
 
 
 def _log_corrupt(record: BlobRecord, found: str) -> None:
