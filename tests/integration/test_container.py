@@ -329,6 +329,20 @@ class Compose:
             time.sleep(0.3)
 
 
+def up_app(compose: Compose, attempts: int = 3) -> str:
+    """``up -d --no-deps app`` on a free port; its URL. Another process (a parallel test's
+    server) may take the chosen port before Docker binds it: then again on a new one."""
+    for attempt in range(attempts):
+        if attempt:
+            compose.write(DRIVE_PORT=str(free_port()))
+        result = compose("up", "-d", "--no-deps", "app", check=False)
+        if result.returncode == 0:
+            return f"http://127.0.0.1:{compose.settings['DRIVE_PORT']}"
+        if "address already in use" not in result.stdout + result.stderr:
+            break
+    raise AssertionError(f"compose up -d --no-deps app failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
 def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
     engine: Engine, image: str, base_image: str, compose_cli: list[str], tmp_path: Path
 ) -> None:
@@ -346,11 +360,10 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
 
     version = subprocess.run([*compose_cli, "version", "--short"], capture_output=True, text=True, check=False)
     print(f"compose: {' '.join(compose_cli)} {version.stdout.strip()}")
-    port = free_port()
     settings = {
         **_env_example(),
         "COMPOSE_PROJECT_NAME": f"drive-ctest-{uuid.uuid4().hex[:8]}",
-        "DRIVE_PORT": str(port),
+        "DRIVE_PORT": str(free_port()),
         "BASE_IMAGE": base_image,
         "AUTH_BEARER_TOKEN": TOKEN,
         "STORAGE": "ftp",
@@ -358,7 +371,6 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
         "DATABASE_URL": "sqlite:////var/lib/drive/metadata.db",  # postgres: parsed only
     }
     compose = Compose(engine, compose_cli, settings, tmp_path / "compose.env")
-    url = f"http://127.0.0.1:{port}"
     moto: GatewayMoto | None = None
     try:
         # Valid for this compose (v2, or Debian's v1.29), with and without the MariaDB profile.
@@ -384,7 +396,7 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
         assert "already exists" in again.stdout, again
 
         compose.write(S3_ENDPOINT=moto.url)
-        compose("up", "-d", "--no-deps", "app")
+        url = up_app(compose)
         compose.wait_answering(url)
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
@@ -395,7 +407,7 @@ def test_compose_runs_app_ftp_and_bucket_init_and_switches_storage(
         assert len(on_ftp) == 1, on_ftp  # stored by the ftp service, over FTPS with its own CA
 
         compose.write(STORAGE="s3")
-        compose("up", "-d", "--no-deps", "app")  # recreated with the new setting, same volume
+        url = up_app(compose)  # recreated with the new setting, same volume
         compose.wait_answering(url)
         over_s3 = os.urandom(100_000)
         assert httpx.put(f"{url}/v1/blobs/over-s3", content=over_s3, headers=AUTH, timeout=30).status_code == 201
