@@ -1,8 +1,10 @@
 """The filesystem adapter's streams: the next chunk is read, or the last piece written, while the
-caller works on another; stopping early or failing leaves no file open and nothing staged."""
+caller works on another; stopping early or failing leaves no file open and nothing staged. A
+small body is written straight under its final name, never over another file."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -13,6 +15,7 @@ import pytest
 
 from drive.adapters.fs import READ_CHUNK, FilesystemBlobRepository
 from drive.application.streams import single_chunk
+from drive.domain.errors import StorageUnavailable
 from drive.domain.storage_keys import new_storage_key
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +129,41 @@ async def test_a_cancelled_write_leaves_nothing_staged_or_open(tmp_path: Path) -
         await fs.write(key, body(1 << 40))  # endless for this test
     staging = fs._staging_path(key)
     assert scope.cancelled_caught and not staging.exists() and open_files(staging) == []
+
+
+async def test_a_small_body_is_written_under_its_final_name_and_never_over_another(tmp_path: Path) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    assert await fs.write(key, single_chunk(b"small")) == 5
+    final = Path(fs._object_file(key))
+    assert final.read_bytes() == b"small"
+    assert list((tmp_path / "staging").iterdir()) == []
+    with pytest.raises(StorageUnavailable):  # keys are fresh: an existing file is never replaced
+        await fs.write(key, single_chunk(b"other"))
+    assert final.read_bytes() == b"small"
+
+
+async def test_a_small_write_makes_its_removed_shard_again(tmp_path: Path) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    Path(fs._object_file(key)).parent.rmdir()
+    await fs.write(key, single_chunk(b"small"))
+    assert await fs.read_whole(key, 100) == b"small"
+
+
+async def test_a_small_write_that_fails_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageUnavailable, match="No space left"):
+        await fs.write(key, single_chunk(b"small"))
+    monkeypatch.undo()
+    assert not Path(fs._object_file(key)).exists()
+    assert [k async for k in fs.list_keys()] == []

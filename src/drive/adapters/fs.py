@@ -1,11 +1,14 @@
 """Filesystem BlobRepository: one file per storage key under ``FS_BASE_PATH``.
 
-Layout: ``objects/<k[:2]>/<key>`` for published bytes, ``staging/<key>`` while a write
-is in flight, or while a resumable upload's pieces arrive (``PieceStaging``: each piece
-appended at the durable offset, the file cut there first, fsynced before it counts).
-Writes go to staging, are fsynced, then renamed into place and the
-directory fsynced, so a file under ``objects/`` is always complete. Blocking calls run
-in a worker thread, except reads of small files: those are done inline (below).
+Layout: ``objects/<k[:2]>/<key>`` for a key's bytes, ``staging/<key>`` while a write of
+more than one piece is in flight, or while a resumable upload's pieces arrive
+(``PieceStaging``: each piece appended at the durable offset, the file cut there first,
+fsynced before it counts). A longer write goes to staging, is fsynced, then renamed into
+place and the directory fsynced; a body of one piece (up to WRITE_GATHER bytes) is written
+and fsynced under its final name, and the directory fsynced. A file under ``objects/`` is
+complete once ``write`` has returned; before that only its key's intent names it, and
+readers only follow committed records. Blocking calls run in a worker thread, except
+reads of small files: those are done inline (below).
 """
 
 from __future__ import annotations
@@ -90,13 +93,14 @@ class FilesystemBlobRepository:
         try:
             # Worker-thread hops cost more than small writes: chunks (as a body arrives, often
             # 64 KiB or less) are gathered to WRITE_GATHER bytes per hop. A body that fits is
-            # written, fsynced and published in one hop; a longer one is created with its first
-            # piece and sealed (fsync, close, rename, directory fsync) with its last.
+            # written and fsynced under its final name in one hop (``_write_whole``); a longer
+            # one is created in staging with its first piece and sealed (fsync, close, rename,
+            # directory fsync) with its last.
             pieces = _gathered(chunks)
             first = await anext(pieces, b"")
             second = await anext(pieces, None)
             if second is None:
-                await anyio.to_thread.run_sync(_write_whole, str(staging), str(final), first)
+                await anyio.to_thread.run_sync(_write_whole, str(final), first)
                 return len(first)
             handle = await anyio.to_thread.run_sync(_create, staging, first)
             written = len(first)
@@ -317,11 +321,15 @@ def _publish(staging: str, final: str) -> None:
     except FileNotFoundError:
         if not os.path.exists(staging):
             raise
-        # Its shard was removed behind our back (``open`` makes them all): made again, durably.
-        os.makedirs(shard_dir, exist_ok=True)
-        _fsync_dir(os.path.dirname(shard_dir))
+        _remake_shard(shard_dir)
         os.replace(staging, final)
     _fsync_dir(shard_dir)
+
+
+def _remake_shard(shard_dir: str) -> None:
+    """A shard removed behind our back (``open`` makes them all), made again, durably."""
+    os.makedirs(shard_dir, exist_ok=True)
+    _fsync_dir(os.path.dirname(shard_dir))
 
 
 async def _on_disk(call: Callable[..., object], *args: object) -> None:
@@ -373,18 +381,33 @@ def _seal_staged(staging: Path, final: Path, length: int) -> None:
     _publish(str(staging), str(final))
 
 
-def _write_whole(staging: str, final: str, data: bytes | bytearray) -> None:
+def _write_whole(final: str, data: bytes | bytearray) -> None:
     """A whole small body in one worker-thread hop, with as few Python steps as the syscalls need
-    (each step re-takes the GIL from a busy event loop)."""
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    (each step re-takes the GIL from a busy event loop).
+
+    Written straight under its final name, not staged and renamed: the rename is a second
+    metadata change, and its directory fsync a second journal commit, for each small store. A
+    file cut short by a crash is no risk there: readers only follow committed records, and a
+    key is committed only after this returns; its intent, or else the orphan sweep, removes it.
+    """
+    shard_dir = os.path.dirname(final)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(final, flags, 0o666)
+    except FileNotFoundError:
+        _remake_shard(shard_dir)
+        fd = os.open(final, flags, 0o666)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    _publish(staging, final)
+        os.unlink(final)
+        raise
+    os.close(fd)
+    _fsync_dir(shard_dir)  # the new name, durably
 
 
 def _discard(handle: IO[bytes] | None, staging: Path) -> None:
