@@ -128,6 +128,13 @@ class InMemoryMetadataRepository:
         self._check()
         self.pending[op.storage_key] = op
 
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        self._check()
+        existing = self.records.get(op.blob_id)
+        if existing is None:
+            self.pending[op.storage_key] = op
+        return existing
+
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         self._check()
         op = self.pending.get(storage_key)

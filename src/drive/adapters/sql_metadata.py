@@ -258,6 +258,13 @@ class SqlMetadataRepository:
         async with self._write_without_fsync() as conn:
             await conn.execute(_insert_intent(op))
 
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        # Two steps here: the point read is the cheap path to an existing record on these servers.
+        existing = await self.get(op.blob_id)
+        if existing is None:
+            await self.begin(op)
+        return existing
+
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         async with self._write_without_fsync() as conn:
             result = await conn.execute(

@@ -91,6 +91,24 @@ class SqliteMetadataRepository(SqlMetadataRepository):
 
         await self._writer.run(job, durable=False)
 
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        def job(conn: sqlite3.Connection) -> BlobRecord | None:
+            # One statement: the writer thread re-takes the GIL after each, and the event
+            # loop skips its own lookup (both cost more under write load than the query).
+            inserted = conn.execute(
+                "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until)"
+                " SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM drive_blobs WHERE id = ?)",
+                (op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until), op.blob_id),
+            )
+            if inserted.rowcount == 1:
+                return None
+            existing = _select_record(conn, op.blob_id)
+            if existing is None:  # cannot happen inside one transaction; kept for safety
+                raise StorageUnavailable("the id changed while storing; retry")
+            return existing
+
+        return await self._writer.run(job, durable=False)
+
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(

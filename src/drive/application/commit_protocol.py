@@ -40,6 +40,12 @@ class CommitProtocol:
         await self.metadata.begin(PendingOp(key, backend, blob_id, PendingKind.STORE, self.lease_end()))
         return key
 
+    async def intend_store_unless_committed(self, backend: str, blob_id: str) -> tuple[str, BlobRecord | None]:
+        """``intend_store``, unless ``blob_id`` is committed already: then no intent, and its record."""
+        key = new_storage_key()
+        op = PendingOp(key, backend, blob_id, PendingKind.STORE, self.lease_end())
+        return key, await self.metadata.begin_store(op)
+
     def renewal(self, key: str) -> LeaseRenewal:
         return LeaseRenewal(self.metadata, key, self.lease, self.clock)
 

@@ -40,7 +40,8 @@ class StoreBlob:
         """Store ``chunks`` as ``blob_id``; ``created`` is False for a replay of the same bytes and content type."""
         validate_id(blob_id)
         validate_media_type(content_type)
-        existing = await self._metadata.get(blob_id)
+        backend = self._protocol.backends.default
+        key, existing = await self._protocol.intend_store_unless_committed(backend.name, blob_id)
         if existing is not None:
             # Already committed: hash the body without storing it, then replay or refuse.
             digest = Digesting(chunks, max_size, chunk_size=None, offload=self._offload)
@@ -48,8 +49,6 @@ class StoreBlob:
             _check_expected(digest, expected_sha256)
             return _replay(existing, digest, content_type)
 
-        backend = self._protocol.backends.default
-        key = await self._protocol.intend_store(backend.name, blob_id)
         renew = self._protocol.renewal(key).maybe_renew
         digest = Digesting(chunks, max_size, on_progress=renew, offload=self._offload)
         try:

@@ -130,6 +130,12 @@ class MetadataRepository(Protocol):
     async def begin(self, op: PendingOp) -> None:
         """Durably record a pending operation before any byte is written for it."""
 
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        """``begin(op)`` for a STORE op, unless ``op.blob_id`` is committed already: then
+        nothing is recorded and that record is returned. The check and the intent in one call
+        (on SQLite, one statement of the group commit; a store skips a separate lookup)."""
+        ...
+
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         """Extend a pending operation's lease; False if it is gone (reclaimed by recovery)."""
         ...

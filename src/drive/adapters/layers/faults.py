@@ -182,6 +182,10 @@ class FaultyMetadataRepository:
         await self.plan.before("begin")
         await self.inner.begin(op)
 
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        await self.plan.before("begin")  # the intent's fault, wherever the check is made
+        return await self.inner.begin_store(op)
+
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         await self.plan.before("renew")
         return await self.inner.renew(storage_key, lease_until)

@@ -1,0 +1,77 @@
+"""``MetadataRepository.begin_store`` on every metadata store, and the unit tests' fake.
+
+A store's first step: the STORE intent, unless the id is committed already, in which case
+nothing is recorded and the committed record comes back (the store then only replays or
+refuses). SQLite makes the check and the intent one statement of its group commit; the
+servers look the id up first. All must answer alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drive.adapters.memory import InMemoryMetadataRepository
+from drive.adapters.metadata_store import sql_metadata_repository
+from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now, whole_seconds
+from drive.domain.ports import MetadataRepository
+from drive.domain.storage_keys import new_storage_key
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb", "memory"])
+async def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataRepository]:
+    store: MetadataRepository
+    if request.param == "memory":
+        store = InMemoryMetadataRepository()
+    elif request.param == "sqlite":
+        store = sql_metadata_repository(f"sqlite:///{tmp_path / 'metadata.db'}")  # with group commit
+    else:
+        factory: Callable[[], str] = request.getfixturevalue(f"{request.param}_url_factory")
+        store = sql_metadata_repository(factory())
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def intent(blob_id: str) -> PendingOp:
+    return PendingOp(new_storage_key(), "fs", blob_id, PendingKind.STORE, utc_now() + timedelta(seconds=60))
+
+
+async def pending_keys(metadata: MetadataRepository) -> set[str]:
+    # Every intent has expired by then: the listing of expired ones is the listing of all.
+    return {op.storage_key for op in await metadata.expired(utc_now() + timedelta(days=1), 1000)}
+
+
+async def test_a_new_id_gets_its_intent(metadata: MetadataRepository) -> None:
+    op = intent(f"new/{os.urandom(6).hex()}")
+    assert await metadata.begin_store(op) is None
+    assert op.storage_key in await pending_keys(metadata)
+    assert await metadata.get(op.blob_id) is None
+
+
+async def test_a_committed_id_gets_its_record_back_and_no_intent(metadata: MetadataRepository) -> None:
+    blob_id = f"taken/{os.urandom(6).hex()}"
+    first = intent(blob_id)
+    assert await metadata.begin_store(first) is None
+    record = BlobRecord(
+        blob_id, 3, "ab" * 32, whole_seconds(utc_now()), "fs", first.storage_key, content_type="text/plain"
+    )
+    assert (await metadata.commit(record)).created
+
+    second = intent(blob_id)
+    assert await metadata.begin_store(second) == record
+    assert second.storage_key not in await pending_keys(metadata)
+
+    removed = await metadata.remove(blob_id, utc_now() + timedelta(seconds=60))
+    assert removed == record
+    third = intent(blob_id)  # the id is free again once its record is gone
+    assert await metadata.begin_store(third) is None
+    assert third.storage_key in await pending_keys(metadata)
