@@ -68,3 +68,27 @@ async def test_recovery_undoes_expired_ops_and_orphans_only(
     assert set(blobs.staged) == {"b" * 32}
     assert set(metadata.pending) == {"b" * 32}
     assert await service.retrieve.read_all(kept) == b"keep"
+
+
+async def test_recovery_ends_an_expired_intent_durably_before_it_removes_the_bytes() -> None:
+    # Its owner may be alive: an end that a database crash could undo would let that owner
+    # commit over bytes already removed.
+    events: list[tuple[str, bool]] = []
+
+    class Metadata(InMemoryMetadataRepository):
+        async def finish(self, storage_key: str, *, durable: bool = False) -> None:
+            events.append(("finish", durable))
+            await super().finish(storage_key, durable=durable)
+
+    class Blobs(InMemoryBlobRepository):
+        async def delete(self, key: str) -> None:
+            events.append(("delete", True))
+            await super().delete(key)
+
+    now = utc_now()
+    metadata, blobs = Metadata(), Blobs()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
+    metadata.pending["a" * 32] = PendingOp("a" * 32, "memory", "slow", PendingKind.STORE, now - timedelta(seconds=1))
+    blobs.objects["a" * 32] = b"bytes"
+    assert (await service.recover()).interrupted_removed == 1
+    assert events == [("finish", True), ("delete", True)]

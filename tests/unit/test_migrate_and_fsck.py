@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -9,7 +10,8 @@ from drive.adapters.layers.metrics import MeteredBlobRepository
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
-from drive.domain.model import PendingKind, PendingOp, utc_now
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now
 from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
@@ -114,3 +116,21 @@ async def test_layers_forward_strangers_and_a_failed_listing_is_an_unreachable_b
     report = await service.check()
     assert report.unreachable_backends == ["old"] and report.strangers == []
     assert plan.calls["list_strangers"] == 2
+
+
+async def test_a_move_whose_commit_answer_is_lost_keeps_the_copy_it_committed() -> None:
+    old, new = InMemoryBlobRepository("old"), InMemoryBlobRepository("new")
+
+    class RelocatesThenLosesTheAnswer(InMemoryMetadataRepository):
+        async def relocate(self, record: BlobRecord, backend: str, storage_key: str, lease_until: datetime) -> bool:
+            await super().relocate(record, backend, storage_key, lease_until)
+            raise StorageUnavailable("metadata store unreachable (connection lost)")
+
+    metadata = RelocatesThenLosesTheAnswer()
+    service = container_over(metadata, Backends({"old": old, "new": new}, default="old")).service()
+    await service.store("b", single_chunk(b"moved bytes"))
+    with contextlib.suppress(StorageUnavailable):
+        await service.migrate("new")
+    record = await service.retrieve.stat("b")
+    assert record.backend == "new"  # the move was committed: its copy stays
+    assert await service.retrieve.read_all(record) == b"moved bytes"

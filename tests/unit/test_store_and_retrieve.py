@@ -19,6 +19,7 @@ from drive.domain.errors import (
     PayloadTooLarge,
     StorageUnavailable,
 )
+from drive.domain.model import BlobRecord, CommitOutcome
 from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +163,55 @@ async def test_lost_lease_refuses_to_commit(metadata: InMemoryMetadataRepository
     with pytest.raises(StorageUnavailable):
         await service.store("k", single_chunk(b"abc"))
     assert not metadata.records and not repo.objects
+
+
+class CommitsThenLosesTheAnswer(InMemoryMetadataRepository):
+    """A database that commits, then drops the connection before saying so."""
+
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        await super().commit(record)
+        raise StorageUnavailable("metadata store unreachable (connection lost)")
+
+
+async def test_a_commit_whose_answer_is_lost_keeps_the_bytes_it_committed() -> None:
+    from drive.domain.backends import Backends
+
+    metadata, blobs = CommitsThenLosesTheAnswer(), InMemoryBlobRepository()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
+    with pytest.raises(StorageUnavailable):
+        await service.store("k", single_chunk(b"abc"))
+    record = await service.retrieve.stat("k")  # committed after all: readable, bytes intact
+    assert await service.retrieve.read_all(record) == b"abc"
+    assert list(blobs.objects) == [record.storage_key] and not metadata.pending
+
+
+class CommitFails(InMemoryMetadataRepository):
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        raise StorageUnavailable("metadata store unreachable (connection lost)")
+
+
+async def test_a_commit_that_failed_removes_its_bytes_and_intent() -> None:
+    from drive.domain.backends import Backends
+
+    metadata, blobs = CommitFails(), InMemoryBlobRepository()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
+    with pytest.raises(StorageUnavailable):
+        await service.store("k", single_chunk(b"abc"))
+    assert not metadata.records and not metadata.pending and not blobs.objects
+
+
+async def test_a_commit_failed_while_the_database_is_down_leaves_bytes_to_recovery() -> None:
+    from drive.domain.backends import Backends
+
+    class DownAfterCommitFails(CommitFails):
+        async def commit(self, record: BlobRecord) -> CommitOutcome:
+            self.available = False  # the check that follows cannot be made either
+            return await super().commit(record)
+
+    metadata, blobs = DownAfterCommitFails(), InMemoryBlobRepository()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
+    with pytest.raises(StorageUnavailable):
+        await service.store("k", single_chunk(b"abc"))
+    # Not knowing whether the record was written, nothing is removed: the intent stays for
+    # recovery, which ends it, then removes the bytes only if no record names them.
+    assert len(blobs.objects) == 1 and list(metadata.pending) == list(blobs.objects)

@@ -173,7 +173,7 @@ class InMemoryMetadataRepository:
         self.records[record.id] = replace(current, chunk_size=record.chunk_size, chunk_digests=record.chunk_digests)
         return True
 
-    async def finish(self, storage_key: str) -> None:
+    async def finish(self, storage_key: str, *, durable: bool = False) -> None:
         self._check()
         self.pending.pop(storage_key, None)
 

@@ -340,8 +340,8 @@ class SqlMetadataRepository:
             )
         return bool(result.rowcount)
 
-    async def finish(self, storage_key: str) -> None:
-        async with self._write_without_fsync() as conn:
+    async def finish(self, storage_key: str, *, durable: bool = False) -> None:
+        async with self._write() if durable else self._write_without_fsync() as conn:
             await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))
 
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:

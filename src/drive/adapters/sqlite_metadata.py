@@ -175,12 +175,13 @@ class SqliteMetadataRepository(SqlMetadataRepository):
 
         return await self._writer.run(job)
 
-    async def finish(self, storage_key: str) -> None:
+    async def finish(self, storage_key: str, *, durable: bool = False) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM drive_pending WHERE storage_key = ?", (storage_key,))
 
-        # Losing this in a crash brings back an intent whose bytes are gone: recovery ends it again.
-        await self._writer.run(job, durable=False)
+        # Unless asked: losing this in a crash brings back an intent whose bytes are gone, which
+        # recovery ends again.
+        await self._writer.run(job, durable=durable)
 
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         def job(conn: sqlite3.Connection) -> BlobRecord | None:

@@ -62,6 +62,25 @@ class CommitProtocol:
             return False
         return True
 
+    async def discard_unless_committed(self, backend: str, key: str) -> bool:
+        """``discard`` after a commit that failed, whose outcome may be unknown.
+
+        A connection lost on the commit's way back leaves the record either written or not.
+        The intent is ended first (a commit still under way holds its row until it is done),
+        then the bytes go only if no record names the key. False when they were kept: committed
+        after all, or the check failed (then recovery decides, once the lease ends).
+        """
+        try:
+            await self.metadata.finish(key)
+            if await self.metadata.known_keys(backend, [key]):
+                log.warning("a commit reported as failed was made: storage key %s on %s is kept", key, backend)
+                return False
+            await self.backends.get(backend).delete(key)
+        except Exception:
+            log.warning("removal of storage key %s on %s deferred to recovery", key, backend, exc_info=True)
+            return False
+        return True
+
     async def orphans(self, backend: str, listed: set[str] | None = None) -> AsyncIterator[str]:
         """Keys on ``backend`` that neither a record nor an intent refers to.
 

@@ -142,12 +142,16 @@ class MigrateBlobs:
         key = await self._protocol.intend_store(target.name, record.id)
         try:
             outcome = await self._copy(record, source, target, key, self._protocol.renewal(key), on_bytes)
+        except Exception:
+            await self._protocol.discard(target.name, key)
+            raise
+        try:
             if outcome is MoveOutcome.MOVED and not await self._metadata.relocate(
                 record, target.name, key, self._protocol.lease_end()
             ):
                 outcome = MoveOutcome.SKIPPED
         except Exception:
-            await self._protocol.discard(target.name, key)
+            await self._protocol.discard_unless_committed(target.name, key)
             raise
         if outcome is not MoveOutcome.MOVED:
             await self._protocol.discard(target.name, key)

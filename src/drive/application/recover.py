@@ -74,8 +74,9 @@ class Recover:
                     continue
                 # End the intent before touching the bytes: a slow owner's commit needs the same
                 # row, so exactly one of the two wins. Deleting first let a commit slip in between
-                # and be acknowledged over bytes already gone.
-                await self._metadata.finish(op.storage_key)
+                # and be acknowledged over bytes already gone. Durably: an end lost in a database
+                # crash would hand the row back to that owner after the bytes were gone.
+                await self._metadata.finish(op.storage_key, durable=True)
                 if await self._metadata.known_keys(op.backend, [op.storage_key]):
                     continue  # the owner committed just before: the bytes are a blob's now
                 try:

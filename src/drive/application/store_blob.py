@@ -67,9 +67,13 @@ class StoreBlob:
                 chunk_digests=digest.chunk_digests,
                 content_type=content_type,
             )
-            outcome = await self._metadata.commit(record)
         except Exception:
             await self._protocol.discard(backend.name, key)
+            raise
+        try:
+            outcome = await self._metadata.commit(record)
+        except Exception:
+            await self._protocol.discard_unless_committed(backend.name, key)
             raise
         if outcome.created:
             return outcome

@@ -167,8 +167,13 @@ class MetadataRepository(Protocol):
         """
         ...
 
-    async def finish(self, storage_key: str) -> None:
-        """Forget a pending operation whose bytes are gone or committed."""
+    async def finish(self, storage_key: str, *, durable: bool = False) -> None:
+        """Forget a pending operation whose bytes are gone or committed.
+
+        ``durable``: the end is on disk before this returns. Recovery needs that before it
+        removes bytes whose owner may still be alive: an end lost in a crash of the database
+        server would give that owner its intent back, and let it commit over bytes gone.
+        """
 
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         """In one transaction: delete the record of ``blob_id`` and begin a DELETE op for its bytes."""

@@ -202,9 +202,9 @@ class FaultyMetadataRepository:
         await self.plan.before("add_chunk_digests")
         return await self.inner.add_chunk_digests(record)
 
-    async def finish(self, storage_key: str) -> None:
+    async def finish(self, storage_key: str, *, durable: bool = False) -> None:
         await self.plan.before("finish")
-        await self.inner.finish(storage_key)
+        await self.inner.finish(storage_key, durable=durable)
 
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         await self.plan.before("remove")
