@@ -1,13 +1,16 @@
-"""``MetadataRepository.begin_store`` on every metadata store, and the unit tests' fake.
+"""A store's metadata steps (``begin_store``, ``commit``) on every metadata store, and the unit tests' fake.
 
 A store's first step: the STORE intent, unless the id is committed already, in which case
 nothing is recorded and the committed record comes back (the store then only replays or
-refuses). SQLite makes the check and the intent one statement of its group commit; the
-servers look the id up first. All must answer alike.
+refuses). SQLite makes the check and the intent one statement of its group commit,
+PostgreSQL one statement on asyncpg, MariaDB a lookup and then the intent. Then the commit:
+the first of two for one id wins, and a commit whose intent is gone changes nothing. All
+must answer alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -17,7 +20,8 @@ import pytest
 
 from drive.adapters.memory import InMemoryMetadataRepository
 from drive.adapters.metadata_store import sql_metadata_repository
-from drive.domain.model import BlobRecord, PendingKind, PendingOp, utc_now, whole_seconds
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import BlobRecord, CommitOutcome, PendingKind, PendingOp, utc_now, whole_seconds
 from drive.domain.ports import MetadataRepository
 from drive.domain.storage_keys import new_storage_key
 
@@ -75,3 +79,33 @@ async def test_a_committed_id_gets_its_record_back_and_no_intent(metadata: Metad
     third = intent(blob_id)  # the id is free again once its record is gone
     assert await metadata.begin_store(third) is None
     assert third.storage_key in await pending_keys(metadata)
+
+
+def record_of(op: PendingOp, data: bytes = b"abc") -> BlobRecord:
+    return BlobRecord(
+        op.blob_id, len(data), hashlib.sha256(data).hexdigest(), whole_seconds(utc_now()), "fs", op.storage_key
+    )
+
+
+async def test_of_two_commits_of_one_id_the_first_wins_and_the_other_gets_its_record(
+    metadata: MetadataRepository,
+) -> None:
+    blob_id = f"race/{os.urandom(6).hex()}"
+    first, second = intent(blob_id), intent(blob_id)
+    assert await metadata.begin_store(first) is None
+    assert await metadata.begin_store(second) is None  # neither committed yet: both stage their bytes
+    winner = record_of(first)
+    assert await metadata.commit(winner) == CommitOutcome(winner, created=True)
+    lost = await metadata.commit(record_of(second, b"other"))
+    assert lost == CommitOutcome(winner, created=False)
+    assert second.storage_key in await pending_keys(metadata)  # the loser's intent stands until it discards
+    assert await metadata.get(blob_id) == winner
+
+
+async def test_a_commit_whose_intent_is_gone_is_refused_and_changes_nothing(metadata: MetadataRepository) -> None:
+    op = intent(f"lapsed/{os.urandom(6).hex()}")
+    assert await metadata.begin_store(op) is None
+    await metadata.finish(op.storage_key, durable=True)  # as recovery does once the lease has ended
+    with pytest.raises(StorageUnavailable, match="lease was lost"):
+        await metadata.commit(record_of(op))
+    assert await metadata.get(op.blob_id) is None

@@ -45,8 +45,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
+from drive.adapters.postgres_store_writes import PostgresStoreWrites
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase, async_url
-from drive.adapters.sql_point_reads import point_reads_for
+from drive.adapters.sql_point_reads import PostgresPointReads, point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
 from drive.domain.errors import StorageUnavailable
 from drive.domain.media_types import DEFAULT_CONTENT_TYPE
@@ -208,6 +209,9 @@ class SqlMetadataRepository:
         self._db = SqlDatabase(url, setting, label="metadata store")
         # GET's lookup by id, on the driver directly (sql_point_reads.py); None: the engine.
         self._point_reads = point_reads_for(async_url(url, setting))
+        # A store's intent and commit, likewise on PostgreSQL (postgres_store_writes.py).
+        reads = self._point_reads
+        self._store_writes = PostgresStoreWrites(reads) if isinstance(reads, PostgresPointReads) else None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -259,7 +263,9 @@ class SqlMetadataRepository:
             await conn.execute(_insert_intent(op))
 
     async def begin_store(self, op: PendingOp) -> BlobRecord | None:
-        # Two steps here: the point read is the cheap path to an existing record on these servers.
+        if self._store_writes is not None:
+            return await self._store_writes.begin_store(op)
+        # Two steps here: the point read is the cheap path to an existing record.
         existing = await self.get(op.blob_id)
         if existing is None:
             await self.begin(op)
@@ -273,6 +279,8 @@ class SqlMetadataRepository:
         return bool(result.rowcount)
 
     async def commit(self, record: BlobRecord) -> CommitOutcome:
+        if self._store_writes is not None:
+            return await self._store_writes.commit(record)
         # InnoDB may pick this transaction as a deadlock victim when others commit the same
         # id at once; it was rolled back whole, so it is simply run again.
         for attempt in range(_DEADLOCK_ATTEMPTS):

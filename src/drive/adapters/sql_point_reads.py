@@ -11,7 +11,8 @@ aiosqlite's worker-thread hop and its wake-ups); the query itself takes about 10
   inline connection has no busy timeout and the read is retried in a worker thread that
   waits as the engine's connections do.
 - PostgreSQL: an asyncpg pool of its own; asyncpg prepares the statement once per
-  connection and reuses it.
+  connection and reuses it. A store's intent and commit share the pool
+  (postgres_store_writes.py).
 
 Each read is its own transaction on a connection that sees every commit made before it
 started, in this process or any other, so a record is never stale.
@@ -93,11 +94,11 @@ def _record(row: Any) -> BlobRecord:
     )
 
 
-def _failed(exc: BaseException) -> StorageUnavailable:
+def failed(exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(f"metadata store failed ({type(exc).__name__})")
 
 
-def _unreachable(exc: OSError) -> StorageUnavailable:
+def unreachable(exc: OSError) -> StorageUnavailable:
     return StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})")
 
 
@@ -186,9 +187,9 @@ class SqlitePointReads:
                     raise
                 row = await anyio.to_thread.run_sync(self._fetch, blob_id)
         except sqlite3.Error as exc:
-            raise _failed(exc) from None
+            raise failed(exc) from None
         except OSError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
         return None if row is None else _record(row)
 
     async def close(self) -> None:
@@ -210,7 +211,8 @@ class PostgresPointReads:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool: asyncio.Future[Any] | None = None
 
-    async def _acquire_pool(self) -> Any:
+    async def pool(self) -> Any:
+        """The asyncpg pool, made on first use (also for a store's writes: postgres_store_writes.py)."""
         import asyncpg
 
         if self._pool is None:
@@ -222,6 +224,9 @@ class PostgresPointReads:
                     timeout=_POSTGRES_CONNECT_SECONDS,
                     command_timeout=_POSTGRES_COMMAND_SECONDS,
                     reset=_keep_session,
+                    # For the intents written here: their commits skip the WAL flush (a commit
+                    # turns it back on for itself). Reads are unaffected.
+                    server_settings={"synchronous_commit": "off"},
                 )
             )
         pending = self._pool
@@ -242,21 +247,26 @@ class PostgresPointReads:
         for attempt in (1, 2):
             pool = None
             try:
-                pool = await self._acquire_pool()
+                pool = await self.pool()
                 row = await pool.fetchrow(_POSTGRES_GET, blob_id)
             except (*lost, ConnectionError) as exc:
                 if attempt == 2:
-                    raise _failed(exc) from None
+                    raise failed(exc) from None
                 if pool is not None:
-                    with contextlib.suppress(Exception):
-                        await pool.expire_connections()
+                    await self.expire(pool)
                 continue
             except (asyncpg.PostgresError, TimeoutError) as exc:
-                raise _failed(exc) from None
+                raise failed(exc) from None
             except OSError as exc:
-                raise _unreachable(exc) from None
+                raise unreachable(exc) from None
             return None if row is None else _record(row)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def expire(pool: Any) -> None:
+        """After a dropped connection the pool's others are likely gone too: all replaced on next use."""
+        with contextlib.suppress(Exception):
+            await pool.expire_connections()
 
     async def close(self) -> None:
         pending, self._pool = self._pool, None

@@ -1,0 +1,139 @@
+"""A store's two metadata writes on PostgreSQL, on asyncpg directly: the intent and the commit.
+
+Through SQLAlchemy's async layer each of them cost more of the event loop than the rest of
+the store together (py-spy under `PUT` load: pool checkout with its ping, transaction set-up,
+statement compilation, result processing: about half of the loop's samples). Here:
+
+- the intent (``begin_store``) is one autocommit ``INSERT ... SELECT ... WHERE NOT EXISTS``
+  on a connection whose session has ``synchronous_commit = off`` (as ``_write_without_fsync``:
+  losing an intent in a server crash only leaves bytes the orphan sweep removes);
+- the commit is one transaction that turns ``synchronous_commit`` back on for itself, deletes
+  the intent (which must still be there) and inserts the record.
+
+Both use the point reads' pool (sql_point_reads.py), whose connections carry that session
+setting; its reads are unaffected. A connection the server dropped (a restart) is replaced
+and the write tried once more, but only where the first try cannot have taken effect: the
+intent's own key makes a repeated insert a no-op, and a commit is repeated only when the
+failure came before its ``COMMIT`` was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from drive.adapters.sql_point_reads import PostgresPointReads, failed, unreachable
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
+
+T = TypeVar("T")
+
+_INTEND = (
+    "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until)"
+    " SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint"
+    " WHERE NOT EXISTS (SELECT 1 FROM drive_blobs WHERE id = $3::text)"
+    " ON CONFLICT (storage_key) DO NOTHING"
+)
+_INTENT_STANDS = "SELECT 1 FROM drive_pending WHERE storage_key = $1"
+_END_INTENT = "DELETE FROM drive_pending WHERE storage_key = $1"
+_INSERT_RECORD = (
+    "INSERT INTO drive_blobs (id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests,"
+    " content_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING"
+)
+
+
+class _LostLease(Exception):
+    """Rolls the commit's transaction back: the intent is gone."""
+
+
+class _Taken(Exception):
+    """Rolls the commit's transaction back: the id was committed first."""
+
+
+class PostgresStoreWrites:
+    def __init__(self, reads: PostgresPointReads) -> None:
+        self._reads = reads
+
+    async def begin_store(self, op: PendingOp) -> BlobRecord | None:
+        async def attempt(conn: Any) -> bool:
+            status = await conn.execute(
+                _INTEND, op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until)
+            )
+            # A repeat of an insert that was made before the connection dropped inserts nothing
+            # either: the key is ours alone, so its row is the intent.
+            return bool(status == "INSERT 0 1" or await conn.fetchval(_INTENT_STANDS, op.storage_key))
+
+        if await self._on_connection(attempt, repeatable=lambda: True):
+            return None
+        existing = await self._reads.get(op.blob_id)
+        if existing is None:  # committed and removed again in between: let the client retry
+            raise StorageUnavailable("the id changed while storing; retry")
+        return existing
+
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        committing = False
+
+        async def attempt(conn: Any) -> None:
+            nonlocal committing
+            committing = False
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.execute("SET LOCAL synchronous_commit = on")
+                if await conn.execute(_END_INTENT, record.storage_key) != "DELETE 1":
+                    raise _LostLease
+                status = await conn.execute(
+                    _INSERT_RECORD,
+                    record.id,
+                    record.size,
+                    record.sha256,
+                    int(record.created_at.timestamp()),
+                    record.backend,
+                    record.storage_key,
+                    record.chunk_size,
+                    record.chunk_digests,
+                    record.content_type,
+                )
+                if status != "INSERT 0 1":
+                    raise _Taken
+            except BaseException:
+                await transaction.rollback()
+                raise
+            committing = True  # from here on, a lost connection leaves the outcome unknown
+            await transaction.commit()
+
+        try:
+            await self._on_connection(attempt, repeatable=lambda: not committing)
+        except _LostLease:
+            raise StorageUnavailable("upload lease was lost; retry the upload") from None
+        except _Taken:
+            existing = await self._reads.get(record.id)
+            if existing is None:  # committed and deleted again in between: let the client retry
+                raise StorageUnavailable("the id changed while storing; retry") from None
+            return CommitOutcome(existing, created=False)
+        return CommitOutcome(record, created=True)
+
+    async def _on_connection(self, work: Callable[[Any], Awaitable[T]], repeatable: Callable[[], bool]) -> T:
+        import asyncpg
+
+        lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+        for attempt in (1, 2):
+            pool = None
+            try:
+                pool = await self._reads.pool()
+                async with pool.acquire() as conn:
+                    return await work(conn)
+            except (*lost, ConnectionError) as exc:
+                if attempt == 2 or not repeatable():
+                    raise failed(exc) from None
+                if pool is not None:
+                    await self._reads.expire(pool)
+            except (asyncpg.PostgresError, TimeoutError) as exc:
+                raise failed(exc) from None
+            except OSError as exc:
+                raise unreachable(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _millis(moment: Any) -> int:
+    return int(moment.timestamp() * 1000)
