@@ -23,10 +23,11 @@ from drive.domain.errors import (
     InvalidId,
     PayloadTooLarge,
     PieceChecksumMismatch,
+    StorageUnavailable,
     UploadConflict,
     UploadNotFound,
 )
-from drive.domain.model import CHUNK_SIZE
+from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
 from drive.domain.storage_keys import new_storage_key
 
 pytestmark = pytest.mark.anyio
@@ -224,6 +225,22 @@ async def test_empty_upload_commits_at_creation(uploads: Uploads, metadata: InMe
     upload = await uploads.create("empty", 0, max_size=MAX)
     assert upload.completed
     assert metadata.records["empty"].sha256 == hashlib.sha256(b"").hexdigest()
+
+
+async def test_an_empty_upload_whose_commit_answer_is_lost_keeps_its_committed_bytes(
+    clock: Clock, blobs: InMemoryBlobRepository
+) -> None:
+    class CommitsThenLosesTheAnswer(InMemoryMetadataRepository):
+        async def commit(self, record: BlobRecord) -> CommitOutcome:
+            await super().commit(record)
+            raise StorageUnavailable("metadata store unreachable (connection lost)")
+
+    metadata = CommitsThenLosesTheAnswer()
+    protocol = CommitProtocol(metadata, Backends({"memory": blobs}, default="memory"), timedelta(seconds=60), clock)
+    with pytest.raises(StorageUnavailable):
+        await Uploads(protocol, metadata, EXPIRY).create("empty", 0, max_size=MAX)
+    record = metadata.records["empty"]  # committed after all: its (empty) bytes stay
+    assert blobs.objects[record.storage_key] == b"" and not metadata.pending and not metadata.uploads
 
 
 async def test_fs_pieces_replace_leftovers_and_seal_idempotently(tmp_path: Path) -> None:

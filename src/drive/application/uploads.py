@@ -210,9 +210,9 @@ class Uploads:
         self._hashes.pop(upload.id, None)
         if upload.completed:
             return
-        committed = await self._metadata.get(upload.blob_id)
-        if committed is None or committed.storage_key != upload.storage_key:
-            await self.protocol.discard(upload.backend, upload.storage_key)
+        # Not a lookup of the id, then a discard: a commit still under way on the database
+        # could land between the two. This ends the intent first, whose row such a commit holds.
+        await self.protocol.discard_unless_committed(upload.backend, upload.storage_key)
 
     # -- append ---------------------------------------------------------------------------
 
