@@ -164,7 +164,9 @@ class Uploads:
         now = self.protocol.clock()
         owner = secrets.token_hex(16)
         upload = Upload(
-            id=secrets.token_urlsafe(24),  # 192 random bits: unguessable, URL-safe
+            # 192 random bits: unguessable. Hex, so an id never begins with "-" (which a command
+            # line would take for an option: `drive uploads rm <id>`).
+            id=secrets.token_hex(24),
             blob_id=blob_id,
             backend=backend,
             storage_key=new_storage_key(),
