@@ -20,6 +20,7 @@ failure came before its ``COMMIT`` was sent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from drive.adapters.sql_point_reads import PostgresPointReads, failed, unreachable
@@ -135,5 +136,5 @@ class PostgresStoreWrites:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _millis(moment: Any) -> int:
+def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)

@@ -36,15 +36,17 @@ class CommitProtocol:
 
     async def intend_store(self, backend: str, blob_id: str) -> str:
         """Step 1 of every write: a durable STORE intent under a fresh key, before any byte is written."""
-        key = new_storage_key()
-        await self.metadata.begin(PendingOp(key, backend, blob_id, PendingKind.STORE, self.lease_end()))
-        return key
+        op = self._store_op(backend, blob_id)
+        await self.metadata.begin(op)
+        return op.storage_key
 
     async def intend_store_unless_committed(self, backend: str, blob_id: str) -> tuple[str, BlobRecord | None]:
         """``intend_store``, unless ``blob_id`` is committed already: then no intent, and its record."""
-        key = new_storage_key()
-        op = PendingOp(key, backend, blob_id, PendingKind.STORE, self.lease_end())
-        return key, await self.metadata.begin_store(op)
+        op = self._store_op(backend, blob_id)
+        return op.storage_key, await self.metadata.begin_store(op)
+
+    def _store_op(self, backend: str, blob_id: str) -> PendingOp:
+        return PendingOp(new_storage_key(), backend, blob_id, PendingKind.STORE, self.lease_end())
 
     def renewal(self, key: str) -> LeaseRenewal:
         return LeaseRenewal(self.metadata, key, self.lease, self.clock)
