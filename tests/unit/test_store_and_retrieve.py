@@ -20,7 +20,7 @@ from drive.domain.errors import (
     StorageUnavailable,
 )
 from drive.domain.model import BlobRecord, CommitOutcome
-from tests.unit.wiring import container_over
+from tests.unit.wiring import CommitsThenLosesTheAnswer, container_over
 
 pytestmark = pytest.mark.anyio
 
@@ -165,21 +165,20 @@ async def test_lost_lease_refuses_to_commit(metadata: InMemoryMetadataRepository
     assert not metadata.records and not repo.objects
 
 
-class CommitsThenLosesTheAnswer(InMemoryMetadataRepository):
-    """A database that commits, then drops the connection before saying so."""
-
-    async def commit(self, record: BlobRecord) -> CommitOutcome:
-        await super().commit(record)
-        raise StorageUnavailable("metadata store unreachable (connection lost)")
-
-
-async def test_a_commit_whose_answer_is_lost_keeps_the_bytes_it_committed() -> None:
+async def store_that_fails(metadata: InMemoryMetadataRepository) -> tuple[DriveService, InMemoryBlobRepository]:
+    """``store("k", b"abc")`` over ``metadata``, which makes it raise ``StorageUnavailable``."""
     from drive.domain.backends import Backends
 
-    metadata, blobs = CommitsThenLosesTheAnswer(), InMemoryBlobRepository()
+    blobs = InMemoryBlobRepository()
     service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
     with pytest.raises(StorageUnavailable):
         await service.store("k", single_chunk(b"abc"))
+    return service, blobs
+
+
+async def test_a_commit_whose_answer_is_lost_keeps_the_bytes_it_committed() -> None:
+    metadata = CommitsThenLosesTheAnswer()
+    service, blobs = await store_that_fails(metadata)
     record = await service.retrieve.stat("k")  # committed after all: readable, bytes intact
     assert await service.retrieve.read_all(record) == b"abc"
     assert list(blobs.objects) == [record.storage_key] and not metadata.pending
@@ -191,27 +190,19 @@ class CommitFails(InMemoryMetadataRepository):
 
 
 async def test_a_commit_that_failed_removes_its_bytes_and_intent() -> None:
-    from drive.domain.backends import Backends
-
-    metadata, blobs = CommitFails(), InMemoryBlobRepository()
-    service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
-    with pytest.raises(StorageUnavailable):
-        await service.store("k", single_chunk(b"abc"))
+    metadata = CommitFails()
+    _, blobs = await store_that_fails(metadata)
     assert not metadata.records and not metadata.pending and not blobs.objects
 
 
 async def test_a_commit_failed_while_the_database_is_down_leaves_bytes_to_recovery() -> None:
-    from drive.domain.backends import Backends
-
     class DownAfterCommitFails(CommitFails):
         async def commit(self, record: BlobRecord) -> CommitOutcome:
             self.available = False  # the check that follows cannot be made either
             return await super().commit(record)
 
-    metadata, blobs = DownAfterCommitFails(), InMemoryBlobRepository()
-    service = container_over(metadata, Backends({"memory": blobs}, default="memory")).service()
-    with pytest.raises(StorageUnavailable):
-        await service.store("k", single_chunk(b"abc"))
+    metadata = DownAfterCommitFails()
+    _, blobs = await store_that_fails(metadata)
     # Not knowing whether the record was written, nothing is removed: the intent stays for
     # recovery, which ends it, then removes the bytes only if no record names them.
     assert len(blobs.objects) == 1 and list(metadata.pending) == list(blobs.objects)

@@ -27,8 +27,9 @@ from drive.domain.errors import (
     UploadConflict,
     UploadNotFound,
 )
-from drive.domain.model import CHUNK_SIZE, BlobRecord, CommitOutcome
+from drive.domain.model import CHUNK_SIZE
 from drive.domain.storage_keys import new_storage_key
+from tests.unit.wiring import CommitsThenLosesTheAnswer
 
 pytestmark = pytest.mark.anyio
 
@@ -230,11 +231,6 @@ async def test_empty_upload_commits_at_creation(uploads: Uploads, metadata: InMe
 async def test_an_empty_upload_whose_commit_answer_is_lost_keeps_its_committed_bytes(
     clock: Clock, blobs: InMemoryBlobRepository
 ) -> None:
-    class CommitsThenLosesTheAnswer(InMemoryMetadataRepository):
-        async def commit(self, record: BlobRecord) -> CommitOutcome:
-            await super().commit(record)
-            raise StorageUnavailable("metadata store unreachable (connection lost)")
-
     metadata = CommitsThenLosesTheAnswer()
     protocol = CommitProtocol(metadata, Backends({"memory": blobs}, default="memory"), timedelta(seconds=60), clock)
     with pytest.raises(StorageUnavailable):

@@ -10,6 +10,8 @@ from dependency_injector import providers
 from drive.adapters.memory import InMemoryMetadataRepository
 from drive.container import Container
 from drive.domain.backends import Backends
+from drive.domain.errors import StorageUnavailable
+from drive.domain.model import BlobRecord, CommitOutcome
 from drive.settings import Settings
 
 TOKEN = "unit-test-token-0123456789"
@@ -31,3 +33,11 @@ def container_over(
     if clock is not None:
         container.clock.override(providers.Object(clock))
     return container
+
+
+class CommitsThenLosesTheAnswer(InMemoryMetadataRepository):
+    """A database that commits, then drops the connection before saying so."""
+
+    async def commit(self, record: BlobRecord) -> CommitOutcome:
+        await super().commit(record)
+        raise StorageUnavailable("metadata store unreachable (connection lost)")

@@ -20,9 +20,9 @@ failure came before its ``COMMIT`` was sent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
+from drive.adapters.record_rows import RECORD_COLUMNS, millis, record_row
 from drive.adapters.sql_point_reads import PostgresPointReads, failed, unreachable
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
@@ -38,8 +38,8 @@ _INTEND = (
 _INTENT_STANDS = "SELECT 1 FROM drive_pending WHERE storage_key = $1"
 _END_INTENT = "DELETE FROM drive_pending WHERE storage_key = $1"
 _INSERT_RECORD = (
-    "INSERT INTO drive_blobs (id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests,"
-    " content_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO drive_blobs ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"  # noqa: S608 - constant
+    " ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -58,7 +58,7 @@ class PostgresStoreWrites:
     async def begin_store(self, op: PendingOp) -> BlobRecord | None:
         async def attempt(conn: Any) -> bool:
             status = await conn.execute(
-                _INTEND, op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until)
+                _INTEND, op.storage_key, op.backend, op.blob_id, op.kind.value, millis(op.lease_until)
             )
             # A repeat of an insert that was made before the connection dropped inserts nothing
             # either: the key is ours alone, so its row is the intent.
@@ -83,19 +83,7 @@ class PostgresStoreWrites:
                 await conn.execute("SET LOCAL synchronous_commit = on")
                 if await conn.execute(_END_INTENT, record.storage_key) != "DELETE 1":
                     raise _LostLease
-                status = await conn.execute(
-                    _INSERT_RECORD,
-                    record.id,
-                    record.size,
-                    record.sha256,
-                    int(record.created_at.timestamp()),
-                    record.backend,
-                    record.storage_key,
-                    record.chunk_size,
-                    record.chunk_digests,
-                    record.content_type,
-                )
-                if status != "INSERT 0 1":
+                if await conn.execute(_INSERT_RECORD, *record_row(record)) != "INSERT 0 1":
                     raise _Taken
             except BaseException:
                 await transaction.rollback()
@@ -134,7 +122,3 @@ class PostgresStoreWrites:
             except OSError as exc:
                 raise unreachable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

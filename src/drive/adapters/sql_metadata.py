@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from drive.adapters.postgres_store_writes import PostgresStoreWrites
+from drive.adapters.record_rows import millis
 from drive.adapters.sql_engine import MYSQL_TABLE_OPTIONS, Deadlock, SqlDatabase, async_url
 from drive.adapters.sql_point_reads import PostgresPointReads, point_reads_for
 from drive.adapters.sql_schema import METADATA, upgrade
@@ -143,10 +144,6 @@ def _seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
 def _moment(millis: int) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC)
 
@@ -181,11 +178,11 @@ def upload_values(upload: Upload) -> dict[str, Any]:
         "upload_offset": upload.offset,
         "state": upload.state,
         "content_type": upload.content_type,
-        "created_at": _millis(upload.created_at),
-        "expires_at": _millis(upload.expires_at),
+        "created_at": millis(upload.created_at),
+        "expires_at": millis(upload.expires_at),
         "completed": upload.completed,
         "lock_owner": upload.lock_owner,
-        "lock_until": None if upload.lock_until is None else _millis(upload.lock_until),
+        "lock_until": None if upload.lock_until is None else millis(upload.lock_until),
     }
 
 
@@ -274,7 +271,7 @@ class SqlMetadataRepository:
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         async with self._write_without_fsync() as conn:
             result = await conn.execute(
-                update(pending).where(pending.c.storage_key == storage_key).values(lease_until=_millis(lease_until))
+                update(pending).where(pending.c.storage_key == storage_key).values(lease_until=millis(lease_until))
             )
         return bool(result.rowcount)
 
@@ -381,7 +378,7 @@ class SqlMetadataRepository:
         return [_record(row) for row in rows]
 
     async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
-        query = select(pending).where(pending.c.lease_until < _millis(now)).order_by(pending.c.lease_until).limit(limit)
+        query = select(pending).where(pending.c.lease_until < millis(now)).order_by(pending.c.lease_until).limit(limit)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [
@@ -429,9 +426,9 @@ class SqlMetadataRepository:
     async def claim_upload(
         self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
     ) -> Upload | None:
-        at = _millis(now)
+        at = millis(now)
         try:
-            return await self._claim(upload_id, owner, at, _millis(lock_until), _millis(expires_at))
+            return await self._claim(upload_id, owner, at, millis(lock_until), millis(expires_at))
         except _Reclaimed:
             return None
 
@@ -463,7 +460,7 @@ class SqlMetadataRepository:
             result = await conn.execute(
                 update(uploads)
                 .where(uploads.c.id == upload_id, uploads.c.lock_owner == owner)
-                .values(lock_until=_millis(lock_until))
+                .values(lock_until=millis(lock_until))
             )
         return bool(result.rowcount)
 
@@ -504,7 +501,7 @@ class SqlMetadataRepository:
                 (
                     await conn.execute(
                         select(uploads.c.id)
-                        .where(uploads.c.expires_at < _millis(now), not_(intended.exists()))
+                        .where(uploads.c.expires_at < millis(now), not_(intended.exists()))
                         .limit(limit)
                     )
                 ).scalars()
@@ -514,7 +511,7 @@ class SqlMetadataRepository:
         async with self._write() as conn:
             # Still expired: a claim in between (impossible once expired, but cheap to be sure).
             result = await conn.execute(
-                delete(uploads).where(uploads.c.id.in_(ids), uploads.c.expires_at < _millis(now))
+                delete(uploads).where(uploads.c.id.in_(ids), uploads.c.expires_at < millis(now))
             )
         return int(result.rowcount)
 
@@ -528,5 +525,5 @@ def _insert_intent(op: PendingOp) -> Insert:
         backend=op.backend,
         blob_id=op.blob_id,
         kind=op.kind.value,
-        lease_until=_millis(op.lease_until),
+        lease_until=millis(op.lease_until),
     )

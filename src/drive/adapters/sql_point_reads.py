@@ -36,20 +36,19 @@ import math
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
 from sqlalchemy.engine import URL
 
+from drive.adapters.record_rows import RECORD_COLUMNS, record_from_row
 from drive.domain.errors import StorageUnavailable
 from drive.domain.freshness import read_asked_at
 from drive.domain.model import BlobRecord
 
-_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
-_SQLITE_GET = f"SELECT {_COLUMNS} FROM drive_blobs WHERE id = ?"  # noqa: S608 - constant text
-_POSTGRES_GET = f"SELECT {_COLUMNS} FROM drive_blobs WHERE id = $1"  # noqa: S608 - constant text
+_SQLITE_GET = f"SELECT {RECORD_COLUMNS} FROM drive_blobs WHERE id = ?"  # noqa: S608 - constant text
+_POSTGRES_GET = f"SELECT {RECORD_COLUMNS} FROM drive_blobs WHERE id = $1"  # noqa: S608 - constant text
 # As the engine's SQLite connections (sql_engine.py) and asyncpg connect arguments.
 _SQLITE_BUSY_SECONDS = 30.0
 _POSTGRES_CONNECT_SECONDS = 10.0
@@ -78,20 +77,6 @@ def point_reads_for(url: URL) -> PointReads | None:
     if url.get_backend_name() == "postgresql":
         return PostgresPointReads(url)
     return None
-
-
-def _record(row: Any) -> BlobRecord:
-    return BlobRecord(
-        id=row[0],
-        size=row[1],
-        sha256=row[2],
-        created_at=datetime.fromtimestamp(row[3], UTC),
-        backend=row[4],
-        storage_key=row[5],
-        chunk_size=row[6],
-        chunk_digests=None if row[7] is None else bytes(row[7]),
-        content_type=row[8],
-    )
 
 
 def failed(exc: BaseException) -> StorageUnavailable:
@@ -133,7 +118,7 @@ class _Reader:
         row = self.fetch(blob_id)
         if row is None:
             return None
-        record = _record(row)
+        record = record_from_row(row)
         if record.chunk_digests is None or len(record.chunk_digests) <= _CACHED_DIGESTS_MAX:
             if len(self.records) >= CACHED_RECORDS:
                 del self.records[next(iter(self.records))]  # the first kept goes first
@@ -190,7 +175,7 @@ class SqlitePointReads:
             raise failed(exc) from None
         except OSError as exc:
             raise unreachable(exc) from None
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     async def close(self) -> None:
         with self._lock:
@@ -259,7 +244,7 @@ class PostgresPointReads:
                 raise failed(exc) from None
             except OSError as exc:
                 raise unreachable(exc) from None
-            return None if row is None else _record(row)
+            return None if row is None else record_from_row(row)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod

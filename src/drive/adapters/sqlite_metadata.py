@@ -9,16 +9,16 @@ Commits, relocations and removals are durable before they return.
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 
+from drive.adapters.record_rows import RECORD_COLUMNS, millis, record_from_row, record_row
 from drive.adapters.sql_engine import async_url
 from drive.adapters.sql_metadata import SqlMetadataRepository, upload_from_row, upload_values
 from drive.adapters.sqlite_writer import SqliteWriter
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingOp, Upload
 
-_RECORD_COLUMNS = "id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type"
-_RECORD_VALUES = ", ".join("?" * len(_RECORD_COLUMNS.split(",")))
+_RECORD_VALUES = ", ".join("?" * len(RECORD_COLUMNS.split(",")))
 
 
 _UPLOAD_COLUMNS = (
@@ -38,34 +38,15 @@ class _AlreadyCommitted(Exception):
         self.record = record
 
 
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _record(row: tuple[str, int, str, int, str, str, int | None, bytes | None, str]) -> BlobRecord:
-    blob_id, size, sha256, created_at, backend, storage_key, chunk_size, chunk_digests, content_type = row
-    return BlobRecord(
-        id=blob_id,
-        size=size,
-        sha256=sha256,
-        created_at=datetime.fromtimestamp(created_at, UTC),
-        backend=backend,
-        storage_key=storage_key,
-        chunk_size=chunk_size,
-        chunk_digests=None if chunk_digests is None else bytes(chunk_digests),
-        content_type=content_type,
-    )
-
-
 def _select_record(conn: sqlite3.Connection, blob_id: str) -> BlobRecord | None:
-    row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM drive_blobs WHERE id = ?", (blob_id,)).fetchone()  # noqa: S608 - constant columns
-    return None if row is None else _record(row)
+    row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM drive_blobs WHERE id = ?", (blob_id,)).fetchone()  # noqa: S608 - constant columns
+    return None if row is None else record_from_row(row)
 
 
 def _insert_pending(conn: sqlite3.Connection, op: PendingOp) -> None:
     conn.execute(
         "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until) VALUES (?, ?, ?, ?, ?)",
-        (op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until)),
+        (op.storage_key, op.backend, op.blob_id, op.kind.value, millis(op.lease_until)),
     )
 
 
@@ -98,7 +79,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             inserted = conn.execute(
                 "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until)"
                 " SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM drive_blobs WHERE id = ?)",
-                (op.storage_key, op.backend, op.blob_id, op.kind.value, _millis(op.lease_until), op.blob_id),
+                (op.storage_key, op.backend, op.blob_id, op.kind.value, millis(op.lease_until), op.blob_id),
             )
             if inserted.rowcount == 1:
                 return None
@@ -112,7 +93,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
     async def renew(self, storage_key: str, lease_until: datetime) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "UPDATE drive_pending SET lease_until = ? WHERE storage_key = ?", (_millis(lease_until), storage_key)
+                "UPDATE drive_pending SET lease_until = ? WHERE storage_key = ?", (millis(lease_until), storage_key)
             )
             return cursor.rowcount == 1
 
@@ -124,18 +105,8 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             if gone.rowcount != 1:
                 raise StorageUnavailable("upload lease was lost; retry the upload")
             inserted = conn.execute(
-                f"INSERT INTO drive_blobs ({_RECORD_COLUMNS}) VALUES ({_RECORD_VALUES}) ON CONFLICT (id) DO NOTHING",  # noqa: S608
-                (
-                    record.id,
-                    record.size,
-                    record.sha256,
-                    int(record.created_at.timestamp()),
-                    record.backend,
-                    record.storage_key,
-                    record.chunk_size,
-                    record.chunk_digests,
-                    record.content_type,
-                ),
+                f"INSERT INTO drive_blobs ({RECORD_COLUMNS}) VALUES ({_RECORD_VALUES}) ON CONFLICT (id) DO NOTHING",  # noqa: S608
+                record_row(record),
             )
             if inserted.rowcount != 1:
                 raise _AlreadyCommitted(_select_record(conn, record.id))
@@ -212,7 +183,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
     async def claim_upload(
         self, upload_id: str, owner: str, now: datetime, lock_until: datetime, expires_at: datetime
     ) -> Upload | None:
-        at, until, expires = _millis(now), _millis(lock_until), _millis(expires_at)
+        at, until, expires = millis(now), millis(lock_until), millis(expires_at)
 
         def job(conn: sqlite3.Connection) -> Upload | None:
             taken = conn.execute(
@@ -241,7 +212,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
         def job(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "UPDATE drive_uploads SET lock_until = ? WHERE id = ? AND lock_owner = ?",
-                (_millis(lock_until), upload_id, owner),
+                (millis(lock_until), upload_id, owner),
             )
             return cursor.rowcount == 1
 
@@ -278,7 +249,7 @@ class SqliteMetadataRepository(SqlMetadataRepository):
             cursor = conn.execute(
                 "DELETE FROM drive_uploads WHERE id IN (SELECT u.id FROM drive_uploads u WHERE u.expires_at < ?"
                 " AND NOT EXISTS (SELECT 1 FROM drive_pending p WHERE p.storage_key = u.storage_key) LIMIT ?)",
-                (_millis(now), limit),
+                (millis(now), limit),
             )
             return cursor.rowcount
 
