@@ -77,19 +77,15 @@ class PostgresStoreWrites:
         async def attempt(conn: Any) -> None:
             nonlocal committing
             committing = False
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
+            async with conn.transaction():  # rolled back on any exception raised inside
                 await conn.execute("SET LOCAL synchronous_commit = on")
                 if await conn.execute(_END_INTENT, record.storage_key) != "DELETE 1":
                     raise _LostLease
                 if await conn.execute(_INSERT_RECORD, *record_row(record)) != "INSERT 0 1":
                     raise _Taken
-            except BaseException:
-                await transaction.rollback()
-                raise
-            committing = True  # from here on, a lost connection leaves the outcome unknown
-            await transaction.commit()
+                # The COMMIT is sent on leaving the block: a connection lost from here on leaves
+                # the outcome unknown.
+                committing = True
 
         try:
             await self._on_connection(attempt, repeatable=lambda: not committing)
