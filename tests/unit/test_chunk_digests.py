@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +20,8 @@ from drive.domain.backends import Backends
 from drive.domain.errors import CorruptBlob, PayloadTooLarge
 from drive.domain.model import CHUNK_SIZE, BlobRecord, utc_now
 from tests.unit.wiring import container_over
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.anyio
 
@@ -139,6 +142,22 @@ async def test_a_body_hashed_a_piece_behind_in_a_worker_is_hashed_exactly(piece:
         assert all(len(chunk) >= HASH_PIECE for chunk in handed_on[:-1])  # gathered, for fewer hops
         assert digest.sha256 == hashlib.sha256(data).hexdigest()
         assert digest.chunk_digests == b"".join(chunk_hashes(data, MiB))
+
+
+async def test_the_blob_hash_and_the_chunk_hashes_are_offloaded_apart() -> None:
+    # Two calls per piece, so that two workers can run them side by side.
+    calls: list[int] = []
+
+    def counted(work: Callable[[bytes | bytearray], T], data: bytes | bytearray) -> Awaitable[T]:
+        calls.append(len(data))
+        return in_worker(work, data)
+
+    data = DATA[: 3 * HASH_PIECE + 7]
+    digest = Digesting(pieces(data, 65_536), offload=counted)
+    await digest.drain()
+    assert calls == [HASH_PIECE, HASH_PIECE] * 3 + [7, 7]
+    assert digest.sha256 == hashlib.sha256(data).hexdigest()
+    assert digest.chunk_digests == b"".join(chunk_hashes(data, MiB))
 
 
 async def test_a_body_over_its_limit_is_refused_as_it_arrives() -> None:

@@ -112,7 +112,8 @@ class Digesting:
     Also digests each ``chunk_size`` chunk (None: not needed), for ``BlobRecord.chunk_digests``.
     ``on_progress`` is awaited now and then while bytes flow (lease renewal hangs on it).
     Chunks are gathered into pieces of ``HASH_PIECE`` bytes, each hashed through ``offload``
-    while the next one arrives; pieces are handed on as they are (the last may be shorter).
+    while the next one arrives, the whole blob's hash and the chunks' as two separate calls (in
+    two workers they run side by side); pieces are handed on as they are (the last may be shorter).
     """
 
     def __init__(
@@ -150,7 +151,8 @@ class Digesting:
     async def _iterate(self) -> AsyncIterator[bytes]:
         gathered: list[bytes] = []
         length = 0  # of the gathered chunks
-        hashing: Awaitable[None] | None = None  # the last piece's, under way
+        # The last piece's hashes, under way: the whole blob's and its chunks' run side by side.
+        hashing: list[Awaitable[None]] = []
         async for chunk in self._chunks:
             if not chunk:
                 continue
@@ -165,22 +167,25 @@ class Digesting:
                 continue
             piece = b"".join(gathered)  # one copy; none for a chunk that is large alone
             gathered, length = [], 0
-            if hashing is not None:
-                await hashing  # the hashes take their pieces in order
-            hashing = self._offload(self._absorb, piece)
+            for under_way in hashing:
+                await under_way  # the hashes take their pieces in order
+            hashing = self._absorb(piece)
             yield piece
-        if hashing is not None:
-            await hashing
+        for under_way in hashing:
+            await under_way
         if gathered:
             piece = b"".join(gathered)
-            await self._offload(self._absorb, piece)
+            for under_way in self._absorb(piece):
+                await under_way
             yield piece
         self.finished = True
 
-    def _absorb(self, piece: Data) -> None:
-        self._hash.update(piece)
+    def _absorb(self, piece: Data) -> list[Awaitable[None]]:
+        """Start hashing ``piece``: the whole blob's hash and the chunks' each through ``offload``."""
+        started = [self._offload(self._hash.update, piece)]
         if self.chunks is not None:
-            self.chunks.update(piece)
+            started.append(self._offload(self.chunks.update, piece))
+        return started
 
     async def drain(self) -> None:
         """Consume the whole stream, keeping only the count and hash."""
