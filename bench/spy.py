@@ -6,7 +6,7 @@ and prints the share of the event-loop thread's busy samples spent in each funct
 (inclusive) and in each function's own code (self). Samples of idle threads (aiosqlite
 and anyio workers waiting on their queues) are dropped.
 
-    .venv/bin/python bench/spy.py [--accept application/octet-stream] [--seconds 10]
+    .venv/bin/python bench/spy.py [--accept application/octet-stream] [--not-modified] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def summarise(raw: Path, seconds: float, rate: int, top: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accept", default="", help="Accept header (default: JSON GET)")
+    parser.add_argument("--not-modified", action="store_true", help="send If-None-Match with the blob's ETag (304s)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=60)
@@ -74,11 +75,12 @@ def main() -> None:
         command = ceiling_command("uvicorn", port) if opts.ceiling else drive_command("uvicorn", port)
         probe = f"{base}/v1/blobs/{BLOB}" if opts.ceiling else f"{base}/healthz"
         with running(command, probe, env, tmp, tmp / "drive.log") as pid:
-            if not opts.ceiling:
-                seed(base)
+            etag = None if opts.ceiling else seed(base)
             headers = ["-H", f"Authorization: Bearer {TOKEN}"]
             if opts.accept:
                 headers += ["-H", f"Accept: {opts.accept}"]
+            if opts.not_modified and etag is not None:
+                headers += ["-H", f"If-None-Match: {etag}"]
             duration = int(opts.seconds) + 4
             load = subprocess.Popen(
                 ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, f"{base}/v1/blobs/{BLOB}"],
