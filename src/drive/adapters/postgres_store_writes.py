@@ -10,8 +10,8 @@ statement compilation, result processing: about half of the loop's samples). Her
 - the commit is one transaction that turns ``synchronous_commit`` back on for itself, deletes
   the intent (which must still be there) and inserts the record.
 
-Both use the point reads' pool (sql_point_reads.py), whose connections carry that session
-setting; its reads are unaffected. A connection the server dropped (a restart) is replaced
+Both use the point reads' connections (sql_point_reads.py, postgres_connections.py), which
+carry that session setting; its reads are unaffected. A connection the server dropped (a restart) is replaced
 and the write tried once more, but only where the first try cannot have taken effect: the
 intent's own key makes a repeated insert a no-op, and a commit is repeated only when the
 failure came before its ``COMMIT`` was sent.
@@ -102,17 +102,15 @@ class PostgresStoreWrites:
         import asyncpg
 
         lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+        connections = self._reads.connections
         for attempt in (1, 2):
-            pool = None
             try:
-                pool = await self._reads.pool()
-                async with pool.acquire() as conn:
+                async with connections.connection() as conn:
                     return await work(conn)
             except (*lost, ConnectionError) as exc:
                 if attempt == 2 or not repeatable():
                     raise failed(exc) from None
-                if pool is not None:
-                    await self._reads.expire(pool)
+                connections.expire()
             except (asyncpg.PostgresError, TimeoutError) as exc:
                 raise failed(exc) from None
             except OSError as exc:

@@ -10,8 +10,9 @@ aiosqlite's worker-thread hop and its wake-ups); the query itself takes about 10
   that it would (a checkpoint restart, recovery of a crashed writer's WAL index) the
   inline connection has no busy timeout and the read is retried in a worker thread that
   waits as the engine's connections do.
-- PostgreSQL: an asyncpg pool of its own; asyncpg prepares the statement once per
-  connection and reuses it. A store's intent and commit share the pool
+- PostgreSQL: asyncpg connections of its own, kept in a free list instead of asyncpg's pool
+  (postgres_connections.py: the pool cost three times the query); asyncpg prepares the
+  statement once per connection and reuses it. A store's intent and commit share them
   (postgres_store_writes.py).
 
 Each read is its own transaction on a connection that sees every commit made before it
@@ -30,8 +31,6 @@ PostgreSQL has no such cheap number, so its reads go to the server every time.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import sqlite3
 import threading
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 import anyio.to_thread
 from sqlalchemy.engine import URL
 
+from drive.adapters.postgres_connections import PostgresConnections
 from drive.adapters.record_rows import RECORD_COLUMNS, record_from_row
 from drive.domain.errors import StorageUnavailable
 from drive.domain.freshness import read_asked_at
@@ -185,60 +185,39 @@ class SqlitePointReads:
             conn.close()
 
 
-async def _keep_session(_connection: Any) -> None:
-    """asyncpg's default reset costs a round trip per release (``RESET ALL``, ``UNLISTEN``,
-    ...); these connections only ever run one autocommit ``SELECT``, leaving nothing to reset.
-    """
-
-
 class PostgresPointReads:
     def __init__(self, url: URL) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._pool: asyncio.Future[Any] | None = None
+        # Also a store's writes' connections (postgres_store_writes.py).
+        self.connections = PostgresConnections(self._connect, _POSTGRES_POOL_SIZE)
 
-    async def pool(self) -> Any:
-        """The asyncpg pool, made on first use (also for a store's writes: postgres_store_writes.py)."""
+    async def _connect(self) -> Any:
         import asyncpg
 
-        if self._pool is None:
-            self._pool = asyncio.ensure_future(
-                asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=_POSTGRES_POOL_SIZE,
-                    timeout=_POSTGRES_CONNECT_SECONDS,
-                    command_timeout=_POSTGRES_COMMAND_SECONDS,
-                    reset=_keep_session,
-                    # For the intents written here: their commits skip the WAL flush (a commit
-                    # turns it back on for itself). Reads are unaffected.
-                    server_settings={"synchronous_commit": "off"},
-                )
-            )
-        pending = self._pool
-        try:
-            return await asyncio.shield(pending)
-        except BaseException:
-            if pending.done() and self._pool is pending:
-                self._pool = None  # a failed start: the next read tries again
-            raise
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=_POSTGRES_CONNECT_SECONDS,
+            command_timeout=_POSTGRES_COMMAND_SECONDS,
+            # For the intents written here: their commits skip the WAL flush (a commit turns it
+            # back on for itself). Reads are unaffected.
+            server_settings={"synchronous_commit": "off"},
+        )
 
     async def get(self, blob_id: str) -> BlobRecord | None:
         import asyncpg
 
         # A read is safe to repeat: one retry turns connections the server dropped (a
-        # restart, an idle timeout) into fresh ones instead of a failed request. The pool's
+        # restart, an idle timeout) into fresh ones instead of a failed request. The list's
         # other connections are likely gone too: expire them all before the retry.
         lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
         for attempt in (1, 2):
-            pool = None
             try:
-                pool = await self.pool()
-                row = await pool.fetchrow(_POSTGRES_GET, blob_id)
+                async with self.connections.connection() as conn:
+                    row = await conn.fetchrow(_POSTGRES_GET, blob_id)
             except (*lost, ConnectionError) as exc:
                 if attempt == 2:
                     raise failed(exc) from None
-                if pool is not None:
-                    await self.expire(pool)
+                self.connections.expire()
                 continue
             except (asyncpg.PostgresError, TimeoutError) as exc:
                 raise failed(exc) from None
@@ -247,23 +226,5 @@ class PostgresPointReads:
             return None if row is None else record_from_row(row)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    async def expire(pool: Any) -> None:
-        """After a dropped connection the pool's others are likely gone too: all replaced on next use."""
-        with contextlib.suppress(Exception):
-            await pool.expire_connections()
-
     async def close(self) -> None:
-        pending, self._pool = self._pool, None
-        if pending is None:
-            return
-        if not pending.done():
-            pending.cancel()
-            return
-        if pending.cancelled() or pending.exception() is not None:
-            return
-        pool = pending.result()
-        try:
-            await asyncio.wait_for(pool.close(), 5)
-        except TimeoutError:
-            pool.terminate()
+        await self.connections.close()
