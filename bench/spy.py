@@ -7,6 +7,7 @@ and prints the share of the event-loop thread's busy samples spent in each funct
 and anyio workers waiting on their queues) are dropped.
 
     .venv/bin/python bench/spy.py [--accept application/octet-stream] [--not-modified] [--seconds 10]
+    .venv/bin/python bench/spy.py --metadata postgresql://postgres@127.0.0.1:5432   # fs + PostgreSQL
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import BLOB, TOKEN, drive_env, free_port, running, seed
+from compare import BLOB, TOKEN, contextmanager_or_none, drive_env, free_port, running, seed
 from servers import ceiling_command, drive_command
 
 # Leaf frames of threads that wait (py-spy counts a thread blocked in C as active).
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accept", default="", help="Accept header (default: JSON GET)")
     parser.add_argument("--not-modified", action="store_true", help="send If-None-Match with the blob's ETag (304s)")
+    parser.add_argument("--metadata", help="postgresql://user@host:port: fs + PostgreSQL (a fresh database)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=60)
@@ -69,31 +71,32 @@ def main() -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     tmp = Path(tempfile.mkdtemp(prefix="drive-profile-"))
     try:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = drive_env(tmp, None, "INFO")
-        command = ceiling_command("uvicorn", port) if opts.ceiling else drive_command("uvicorn", port)
-        probe = f"{base}/v1/blobs/{BLOB}" if opts.ceiling else f"{base}/healthz"
-        with running(command, probe, env, tmp, tmp / "drive.log") as pid:
-            etag = None if opts.ceiling else seed(base)
-            headers = ["-H", f"Authorization: Bearer {TOKEN}"]
-            if opts.accept:
-                headers += ["-H", f"Accept: {opts.accept}"]
-            if opts.not_modified and etag is not None:
-                headers += ["-H", f"If-None-Match: {etag}"]
-            duration = int(opts.seconds) + 4
-            load = subprocess.Popen(
-                ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, f"{base}/v1/blobs/{BLOB}"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            raw = tmp / "profile.txt"
-            record = [py_spy, "record", "-p", str(pid), "-d", str(int(opts.seconds)), "-r", str(opts.rate)]
-            subprocess.run([*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True)
-            output, _ = load.communicate()
-            rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-            print(f"under py-spy: {rate.group(1) if rate else '?'} req/s\n")
-            summarise(raw, opts.seconds, opts.rate, opts.top)
+        with contextmanager_or_none(opts.metadata) as metadata:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            env = drive_env(tmp, metadata, "INFO")
+            command = ceiling_command("uvicorn", port) if opts.ceiling else drive_command("uvicorn", port)
+            probe = f"{base}/v1/blobs/{BLOB}" if opts.ceiling else f"{base}/healthz"
+            with running(command, probe, env, tmp, tmp / "drive.log") as pid:
+                etag = None if opts.ceiling else seed(base)
+                headers = ["-H", f"Authorization: Bearer {TOKEN}"]
+                if opts.accept:
+                    headers += ["-H", f"Accept: {opts.accept}"]
+                if opts.not_modified and etag is not None:
+                    headers += ["-H", f"If-None-Match: {etag}"]
+                duration = int(opts.seconds) + 4
+                load = subprocess.Popen(
+                    ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, f"{base}/v1/blobs/{BLOB}"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                raw = tmp / "profile.txt"
+                record = [py_spy, "record", "-p", str(pid), "-d", str(int(opts.seconds)), "-r", str(opts.rate)]
+                subprocess.run([*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True)
+                output, _ = load.communicate()
+                rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+                print(f"under py-spy: {rate.group(1) if rate else '?'} req/s\n")
+                summarise(raw, opts.seconds, opts.rate, opts.top)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
