@@ -11,10 +11,10 @@ statement compilation, result processing: about half of the loop's samples). Her
   the intent (which must still be there) and inserts the record.
 
 Both use the point reads' connections (sql_point_reads.py, postgres_connections.py), which
-carry that session setting; its reads are unaffected. A connection the server dropped (a restart) is replaced
-and the write tried once more, but only where the first try cannot have taken effect: the
-intent's own key makes a repeated insert a no-op, and a commit is repeated only when the
-failure came before its ``COMMIT`` was sent.
+carry that session setting; the reads are unaffected. A connection the server dropped (a
+restart) is replaced and the write tried once more, but only where the first try cannot have
+taken effect: the intent's own key makes a repeated insert a no-op, and a commit is repeated
+only when the failure came before its ``COMMIT`` was sent.
 """
 
 from __future__ import annotations
