@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from drive.adapters.ftp import FtpBlobRepository
 from drive.settings import FtpSettings
+from tests.integration.live import restartable_port
 
 with warnings.catch_warnings():
     # pyftpdlib is built on asyncore/asynchat, deprecated since Python 3.6: not our concern here.
@@ -225,6 +226,8 @@ class FtpServer:
         """Listen (on the same port as before, after a ``stop()``) and serve in a thread."""
         if self._thread is not None:
             return
+        if not self.port:
+            self.port = restartable_port()  # kept across restarts: never one the kernel hands out
         ioloop = IOLoop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # SO_REUSEADDR: rebind the old port even with connections from the last run in TIME_WAIT.

@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.integration.live import free_port
+from tests.integration.live import restartable_port
 
 _TIMEOUT = 60.0
+_PORT_ATTEMPTS = 3
 DATABASE = "drive"
 
 
@@ -59,7 +60,7 @@ class MariadbInstance:
         self.root = Path(tempfile.mkdtemp(prefix="drive-mariadb-"))
         self.data = self.root / "data"
         self.log = self.root / "err.log"
-        self.port = free_port()
+        self.port = restartable_port()
         self._as_root = os.geteuid() == 0
         if self._as_root:
             owner = pwd.getpwnam("mysql")
@@ -93,6 +94,18 @@ class MariadbInstance:
     def start(self) -> None:
         if self.running:
             return
+        # The port was free when chosen, before mariadb-install-db ran: another process may have
+        # taken it since. Before the first start nobody has the URL yet, so another port will do.
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._start()
+                return
+            except RuntimeError as exc:
+                if self._created or "Address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                self.port = restartable_port()
+
+    def _start(self) -> None:
         command = [
             self._bin["server"],
             "--no-defaults",

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.integration.live import free_port
+from tests.integration.live import restartable_port
 
 _TIMEOUT = 60.0
 _PORT_ATTEMPTS = 3
@@ -44,7 +44,7 @@ class PgCluster:
         self.root = Path(tempfile.mkdtemp(prefix="drive-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
-        self.port = free_port()
+        self.port = restartable_port()
         self._started = False  # once started, the port is the one handed out in ``url``
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
@@ -75,7 +75,7 @@ class PgCluster:
             except RuntimeError as exc:
                 if self._started or "Address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
                     raise
-                self.port = free_port()
+                self.port = restartable_port()
         self._started = True
 
     def _start(self) -> None:

@@ -27,6 +27,7 @@ from werkzeug.serving import ThreadedWSGIServer
 
 from drive.adapters.s3 import S3BlobRepository
 from drive.settings import S3Settings
+from tests.integration.live import restartable_port
 
 FAKE_KEY = "testing"
 FAKE_SECRET = "testing"  # moto accepts any credentials
@@ -98,6 +99,8 @@ class MotoServer:
     def start(self) -> None:
         if self._server is not None:
             return
+        if not self._port:
+            self._port = restartable_port()  # kept across restarts: never one the kernel hands out
         server = _TrackingServer(self.host, self._port, self._app, handler=_QuietHandler)
         self._port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, name=f"moto-{self._port}", daemon=True)
