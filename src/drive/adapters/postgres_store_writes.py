@@ -12,22 +12,20 @@ statement compilation, result processing: about half of the loop's samples). Her
 
 Both use the point reads' connections (sql_point_reads.py, postgres_connections.py), which
 carry that session setting; the reads are unaffected. A connection the server dropped (a
-restart) is replaced and the write tried once more, but only where the first try cannot have
-taken effect: the intent's own key makes a repeated insert a no-op, and a commit is repeated
-only when the failure came before its ``COMMIT`` was sent.
+restart) is replaced and the write tried once more (``PostgresPointReads.on_connection``), but
+only where the first try cannot have taken effect: the intent's own key makes a repeated
+insert a no-op, and a commit is repeated only when the failure came before its ``COMMIT`` was
+sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from drive.adapters.record_rows import RECORD_COLUMNS, millis, record_row
-from drive.adapters.sql_point_reads import PostgresPointReads, failed, unreachable
+from drive.adapters.sql_point_reads import PostgresPointReads
 from drive.domain.errors import StorageUnavailable
 from drive.domain.model import BlobRecord, CommitOutcome, PendingOp
-
-T = TypeVar("T")
 
 _INTEND = (
     "INSERT INTO drive_pending (storage_key, backend, blob_id, kind, lease_until)"
@@ -64,7 +62,7 @@ class PostgresStoreWrites:
             # either: the key is ours alone, so its row is the intent.
             return bool(status == "INSERT 0 1" or await conn.fetchval(_INTENT_STANDS, op.storage_key))
 
-        if await self._on_connection(attempt, repeatable=lambda: True):
+        if await self._reads.on_connection(attempt):
             return None
         existing = await self._reads.get(op.blob_id)
         if existing is None:  # committed and removed again in between: let the client retry
@@ -88,7 +86,7 @@ class PostgresStoreWrites:
                 committing = True
 
         try:
-            await self._on_connection(attempt, repeatable=lambda: not committing)
+            await self._reads.on_connection(attempt, repeatable=lambda: not committing)
         except _LostLease:
             raise StorageUnavailable("upload lease was lost; retry the upload") from None
         except _Taken:
@@ -97,22 +95,3 @@ class PostgresStoreWrites:
                 raise StorageUnavailable("the id changed while storing; retry") from None
             return CommitOutcome(existing, created=False)
         return CommitOutcome(record, created=True)
-
-    async def _on_connection(self, work: Callable[[Any], Awaitable[T]], repeatable: Callable[[], bool]) -> T:
-        import asyncpg
-
-        lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-        connections = self._reads.connections
-        for attempt in (1, 2):
-            try:
-                async with connections.connection() as conn:
-                    return await work(conn)
-            except (*lost, ConnectionError) as exc:
-                if attempt == 2 or not repeatable():
-                    raise failed(exc) from None
-                connections.expire()
-            except (asyncpg.PostgresError, TimeoutError) as exc:
-                raise failed(exc) from None
-            except OSError as exc:
-                raise unreachable(exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover

@@ -35,8 +35,9 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.engine import URL
@@ -46,6 +47,8 @@ from drive.adapters.record_rows import RECORD_COLUMNS, record_from_row
 from drive.domain.errors import StorageUnavailable
 from drive.domain.freshness import read_asked_at
 from drive.domain.model import BlobRecord
+
+T = TypeVar("T")
 
 _SQLITE_GET = f"SELECT {RECORD_COLUMNS} FROM drive_blobs WHERE id = ?"  # noqa: S608 - constant text
 _POSTGRES_GET = f"SELECT {RECORD_COLUMNS} FROM drive_blobs WHERE id = $1"  # noqa: S608 - constant text
@@ -79,11 +82,11 @@ def point_reads_for(url: URL) -> PointReads | None:
     return None
 
 
-def failed(exc: BaseException) -> StorageUnavailable:
+def _failed(exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(f"metadata store failed ({type(exc).__name__})")
 
 
-def unreachable(exc: OSError) -> StorageUnavailable:
+def _unreachable(exc: OSError) -> StorageUnavailable:
     return StorageUnavailable(f"metadata store unreachable ({exc.strerror or type(exc).__name__})")
 
 
@@ -172,9 +175,9 @@ class SqlitePointReads:
                     raise
                 row = await anyio.to_thread.run_sync(self._fetch, blob_id)
         except sqlite3.Error as exc:
-            raise failed(exc) from None
+            raise _failed(exc) from None
         except OSError as exc:
-            raise unreachable(exc) from None
+            raise _unreachable(exc) from None
         return None if row is None else record_from_row(row)
 
     async def close(self) -> None:
@@ -183,6 +186,10 @@ class SqlitePointReads:
             opened, self._opened = self._opened, []
         for conn in opened:
             conn.close()
+
+
+def _always() -> bool:
+    return True
 
 
 class PostgresPointReads:
@@ -204,26 +211,32 @@ class PostgresPointReads:
         )
 
     async def get(self, blob_id: str) -> BlobRecord | None:
+        row = await self.on_connection(lambda conn: conn.fetchrow(_POSTGRES_GET, blob_id))
+        return None if row is None else record_from_row(row)
+
+    async def on_connection(self, work: Callable[[Any], Awaitable[T]], repeatable: Callable[[], bool] = _always) -> T:
+        """``work(conn)`` on one of the connections, its failures as ``StorageUnavailable``.
+
+        A connection the server dropped (a restart, an idle timeout) turns into a fresh one and
+        the work is tried once more, if ``repeatable()`` (a read always is; postgres_store_writes.py
+        says when a write is). The list's other connections are likely gone too: all are expired
+        before the retry.
+        """
         import asyncpg
 
-        # A read is safe to repeat: one retry turns connections the server dropped (a
-        # restart, an idle timeout) into fresh ones instead of a failed request. The list's
-        # other connections are likely gone too: expire them all before the retry.
         lost = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
         for attempt in (1, 2):
             try:
                 async with self.connections.connection() as conn:
-                    row = await conn.fetchrow(_POSTGRES_GET, blob_id)
+                    return await work(conn)
             except (*lost, ConnectionError) as exc:
-                if attempt == 2:
-                    raise failed(exc) from None
+                if attempt == 2 or not repeatable():
+                    raise _failed(exc) from None
                 self.connections.expire()
-                continue
             except (asyncpg.PostgresError, TimeoutError) as exc:
-                raise failed(exc) from None
+                raise _failed(exc) from None
             except OSError as exc:
-                raise unreachable(exc) from None
-            return None if row is None else record_from_row(row)
+                raise _unreachable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
