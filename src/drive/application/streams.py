@@ -167,16 +167,13 @@ class Digesting:
                 continue
             piece = b"".join(gathered)  # one copy; none for a chunk that is large alone
             gathered, length = [], 0
-            for under_way in hashing:
-                await under_way  # the hashes take their pieces in order
+            await _all(hashing)  # the hashes take their pieces in order
             hashing = self._absorb(piece)
             yield piece
-        for under_way in hashing:
-            await under_way
+        await _all(hashing)
         if gathered:
             piece = b"".join(gathered)
-            for under_way in self._absorb(piece):
-                await under_way
+            await _all(self._absorb(piece))
             yield piece
         self.finished = True
 
@@ -191,6 +188,11 @@ class Digesting:
         """Consume the whole stream, keeping only the count and hash."""
         async for _ in self:
             pass
+
+
+async def _all(work: list[Awaitable[None]]) -> None:
+    for under_way in work:
+        await under_way
 
 
 async def single_chunk(data: bytes) -> AsyncIterator[bytes]:
