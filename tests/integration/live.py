@@ -52,6 +52,21 @@ def restartable_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+def start_on_its_port(start: Callable[[], None], *, known: bool, move: Callable[[], None], attempts: int = 3) -> None:
+    """``start()`` a server on the port it chose; until its URL is ``known`` to anyone, a port
+    another process took meanwhile ("Address already in use") is given up: ``move()`` picks
+    another and it starts again. Once known, the port is kept (a restart must come back on it).
+    """
+    for attempt in range(attempts):
+        try:
+            start()
+            return
+        except RuntimeError as exc:
+            if known or "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+            move()
+
+
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

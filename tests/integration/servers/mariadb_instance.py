@@ -18,10 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.integration.live import restartable_port
+from tests.integration.live import restartable_port, start_on_its_port
 
 _TIMEOUT = 60.0
-_PORT_ATTEMPTS = 3
 DATABASE = "drive"
 
 
@@ -96,14 +95,10 @@ class MariadbInstance:
             return
         # The port was free when chosen, before mariadb-install-db ran: another process may have
         # taken it since. Before the first start nobody has the URL yet, so another port will do.
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                self._start()
-                return
-            except RuntimeError as exc:
-                if self._created or "Address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
-                    raise
-                self.port = restartable_port()
+        start_on_its_port(self._start, known=self._created, move=self._move)
+
+    def _move(self) -> None:
+        self.port = restartable_port()
 
     def _start(self) -> None:
         command = [

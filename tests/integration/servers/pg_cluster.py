@@ -15,10 +15,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.integration.live import restartable_port
+from tests.integration.live import restartable_port, start_on_its_port
 
 _TIMEOUT = 60.0
-_PORT_ATTEMPTS = 3
 
 
 def postgres_bin() -> Path | None:
@@ -68,15 +67,11 @@ class PgCluster:
     def start(self) -> None:
         # The port was free when chosen, seconds before (initdb): another process may have taken
         # it since. Before the first start nobody has the URL yet, so another port will do.
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                self._start()
-                break
-            except RuntimeError as exc:
-                if self._started or "Address already in use" not in str(exc) or attempt == _PORT_ATTEMPTS - 1:
-                    raise
-                self.port = restartable_port()
+        start_on_its_port(self._start, known=self._started, move=self._move)
         self._started = True
+
+    def _move(self) -> None:
+        self.port = restartable_port()
 
     def _start(self) -> None:
         # fsync off: tests stop the server (even abruptly), never the machine, so every write
