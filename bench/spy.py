@@ -8,6 +8,7 @@ and anyio workers waiting on their queues) are dropped.
 
     .venv/bin/python bench/spy.py [--accept application/octet-stream] [--not-modified] [--seconds 10]
     .venv/bin/python bench/spy.py --metadata postgresql://postgres@127.0.0.1:5432   # fs + PostgreSQL
+    .venv/bin/python bench/spy.py --writes put      # small stores under new ids (bench/writes.lua)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--accept", default="", help="Accept header (default: JSON GET)")
     parser.add_argument("--not-modified", action="store_true", help="send If-None-Match with the blob's ETag (304s)")
     parser.add_argument("--metadata", help="postgresql://user@host:port: fs + PostgreSQL (a fresh database)")
+    parser.add_argument("--writes", choices=("post", "put"), help="profile small stores under new ids instead of GETs")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=60)
@@ -85,8 +87,12 @@ def main() -> None:
                 if opts.not_modified and etag is not None:
                     headers += ["-H", f"If-None-Match: {etag}"]
                 duration = int(opts.seconds) + 4
+                target = [f"{base}/v1/blobs/{BLOB}"]
+                if opts.writes:
+                    script = str(Path(__file__).resolve().parent / "writes.lua")
+                    target = ["-s", script, base, "--", opts.writes, tmp.name]
                 load = subprocess.Popen(
-                    ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, f"{base}/v1/blobs/{BLOB}"],
+                    ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, *target],
                     stdout=subprocess.PIPE,
                     text=True,
                 )
