@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from drive.adapters.fs import READ_CHUNK, FilesystemBlobRepository
+from drive.adapters.fs import READ_CHUNK, WRITEBACK_EVERY, FilesystemBlobRepository
 from drive.application.streams import single_chunk
 from drive.domain.errors import StorageUnavailable
 from drive.domain.storage_keys import new_storage_key
@@ -108,6 +108,30 @@ async def test_a_body_written_while_it_arrives_is_stored_whole(tmp_path: Path) -
     assert await fs.write(key, kept()) == len(sent)
     assert b"".join([c async for c in fs.read(key)]) == sent
     assert open_files(Path(fs._object_file(key))) == []
+
+
+async def test_a_large_body_is_handed_to_the_disk_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writeback of each whole stretch starts as it is written, not at the final fsync.
+    advised: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append((offset, length, advice))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    size = 2 * WRITEBACK_EVERY + 5 * READ_CHUNK + 3
+    assert await fs.write(key, body(size)) == size
+    assert advised == [
+        (0, WRITEBACK_EVERY, os.POSIX_FADV_DONTNEED),
+        (WRITEBACK_EVERY, WRITEBACK_EVERY, os.POSIX_FADV_DONTNEED),
+    ]
+    assert sum([len(c) async for c in fs.read(key)]) == size
 
 
 async def test_a_body_that_breaks_off_leaves_nothing_staged_or_open(tmp_path: Path) -> None:
