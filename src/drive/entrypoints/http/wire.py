@@ -42,6 +42,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from drive.entrypoints.http.body_pieces import PiecedBody
 from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
 from drive.settings import Settings
 
@@ -178,6 +179,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._over_capacity = False
+        self._body: PiecedBody | None = None  # the body of the request being parsed
 
     # Connection events
 
@@ -286,6 +288,9 @@ class WireLimitedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self.scope[ARRIVED_AT] = time.perf_counter()  # type: ignore[literal-required]
         self.cycle.transport = _HeadHoldingTransport(self.transport, self.loop)  # type: ignore[assignment]
+        # Its task starts on the loop's next turn, and looks ``receive`` up then.
+        self._body = PiecedBody(self.cycle)
+        self.cycle.receive = self._body.receive  # type: ignore[method-assign]
 
     def on_chunk_header(self) -> None:
         self._in_trailers = True  # until this chunk's first byte: the last chunk has none
@@ -294,7 +299,11 @@ class WireLimitedProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._in_trailers = False
-        super().on_body(body)
+        # As uvicorn's on_body, into the request's pieces (body_pieces.py) instead of a bytearray.
+        if (self.parser.should_upgrade() and self._should_upgrade()) or self.cycle.response_complete:
+            return
+        if self._body is not None:
+            self._body.add(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

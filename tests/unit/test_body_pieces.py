@@ -1,0 +1,72 @@
+"""A request body reaches the app whole and in order, kept as the parser's pieces; reading pauses
+only while more than HIGH_WATER bytes wait for the app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from drive.entrypoints.http.body_pieces import HIGH_WATER
+from drive.entrypoints.http.wire import WireLimitedProtocol, WireLimits
+from tests.unit.fake_transport import FakeTransport
+
+READ = 200 * 1024  # one socket read's worth
+
+
+def serve(body: bytes, *, reads_before_app: int) -> tuple[list[bytes], FakeTransport]:
+    """Send a PUT with ``body`` in READ-sized reads; the app runs after the first ``reads_before_app``."""
+    received: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run() -> FakeTransport:
+        config = Config(app=app, log_config=None, lifespan="off")
+        config.load()
+        WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
+        try:
+            transport = FakeTransport()
+            protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+            protocol.connection_made(transport)
+            protocol.data_received(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for number, start in enumerate(range(0, len(body), READ)):
+                protocol.data_received(body[start : start + READ])
+                if number + 1 >= reads_before_app:
+                    for _ in range(5):  # the app's turn
+                        await asyncio.sleep(0)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert transport.written.startswith(b"HTTP/1.1 204")
+            protocol.connection_lost(None)
+            return transport
+        finally:
+            WireLimitedProtocol.limits = None
+
+    return received, asyncio.run(run())
+
+
+def test_pieces_that_piled_up_are_received_joined_and_reading_paused_meanwhile() -> None:
+    body = os.urandom(3 * READ + 7)
+    assert 3 * READ > HIGH_WATER
+    received, transport = serve(body, reads_before_app=4)
+    assert b"".join(received) == body
+    assert len(received[0]) == len(body)  # one message: everything that had arrived
+    assert transport.paused >= 1 and transport.resumed >= 1
+
+
+def test_an_app_that_keeps_up_gets_each_read_and_reading_never_pauses() -> None:
+    body = os.urandom(5 * READ + 11)
+    received, transport = serve(body, reads_before_app=1)
+    assert b"".join(received) == body
+    assert [len(piece) for piece in received if piece] == [READ] * 5 + [11]
+    assert transport.paused == 0
