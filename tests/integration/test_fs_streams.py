@@ -134,6 +134,23 @@ async def test_a_large_body_is_handed_to_the_disk_while_it_arrives(
     assert sum([len(c) async for c in fs.read(key)]) == size
 
 
+async def test_an_upload_piece_is_handed_to_the_disk_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    advised: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: advised.append((offset, length)))
+    fs = FilesystemBlobRepository(tmp_path)
+    await fs.open()
+    key = new_storage_key()
+    state = await fs.begin_pieces(key)
+    first = 3 * READ_CHUNK
+    _, state = await fs.append_piece(key, state, 0, body(first))
+    assert advised == []
+    # The second piece completes the first stretch, counted from the staged file's start.
+    _, state = await fs.append_piece(key, state, first, body(WRITEBACK_EVERY))
+    assert advised == [(0, WRITEBACK_EVERY)]
+
+
 async def test_a_body_that_breaks_off_leaves_nothing_staged_or_open(tmp_path: Path) -> None:
     fs = FilesystemBlobRepository(tmp_path)
     await fs.open()

@@ -157,7 +157,7 @@ class FilesystemBlobRepository:
                 buffer += chunk
                 written += len(chunk)
                 if len(buffer) >= READ_CHUNK:
-                    await _on_disk(handle.write, bytes(buffer))
+                    await _on_disk(_write_on, handle, bytes(buffer), offset + written - len(buffer))
                     buffer.clear()
             await _on_disk(_write_and_sync, handle, bytes(buffer))
         finally:
