@@ -9,7 +9,8 @@ against ``drive serve`` (fs + SQLite in a temporary directory on the same file s
 - JSON ``GET`` of a ``--json-get-mib`` blob and JSON ``POST`` of a ``--json-post-mib`` one;
 
 each with the server's resident memory sampled from /proc every 20 ms (growth over the
-start of the transfer). The Python client is slower than the server; curl is not.
+start of the transfer), and for the raw ones the server's CPU time (all its threads). The
+Python client is slower than the server; curl is not.
 The raw transfers run ``--rounds`` times, each right after its own floors (this machine's disk
 and load swing between minutes), and the median of each ratio is reported beside every round's.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import MIB, TOKEN, PeakRss, free_port, rss_mib, start_server
+from compare import cpu_seconds
 from floors import sha256_rate
 
 AUTH = f"Authorization: Bearer {TOKEN}"
@@ -61,10 +63,17 @@ def curl(*args: str) -> float:
 
 def transfer(pid: int, *args: str) -> tuple[float, float]:
     """(seconds, RSS growth in MiB) of one curl run against the server ``pid``."""
+    seconds, grown, _ = timed_transfer(pid, *args)
+    return seconds, grown
+
+
+def timed_transfer(pid: int, *args: str) -> tuple[float, float, float]:
+    """(seconds, RSS growth in MiB, the server's CPU seconds, all threads) of one curl run."""
     base = rss_mib(pid)
+    cpu = cpu_seconds(pid)
     with PeakRss(pid) as peak:
         seconds = curl(*args)
-    return seconds, peak.peak - base
+    return seconds, peak.peak - base, cpu_seconds(pid) - cpu
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class RawRound:
     put_rss: float  # MiB
     get: float  # MiB/s
     get_rss: float  # MiB
+    put_cpu: float  # the server's CPU seconds
+    get_cpu: float
 
 
 def raw_round(tmp: Path, raw: Path, url: str, pid: int, size_mib: int, n: int) -> RawRound:
@@ -82,10 +93,10 @@ def raw_round(tmp: Path, raw: Path, url: str, pid: int, size_mib: int, n: int) -
     dd = dd_rate(tmp, size_mib)
     sha = sha256_rate(size_mib)
     blob = f"{url}/v1/blobs/bench/raw-{n}"
-    put_s, put_rss = transfer(pid, "-T", str(raw), blob)
-    get_s, get_rss = transfer(pid, "-H", "Accept: application/octet-stream", blob)
+    put_s, put_rss, put_cpu = timed_transfer(pid, "-T", str(raw), blob)
+    get_s, get_rss, get_cpu = timed_transfer(pid, "-H", "Accept: application/octet-stream", blob)
     curl("-X", "DELETE", blob)
-    return RawRound(dd, sha, size_mib / put_s, put_rss, size_mib / get_s, get_rss)
+    return RawRound(dd, sha, size_mib / put_s, put_rss, size_mib / get_s, get_rss, put_cpu, get_cpu)
 
 
 def main() -> None:
@@ -130,12 +141,12 @@ def main() -> None:
         size = opts.size_mib
         print(f"Raw {size} MiB, each round after its own floors (dd conv=fsync; SHA-256 on one core):\n")
         columns = ["round", "dd MiB/s", "PUT MiB/s", "PUT / dd", "SHA-256 MiB/s", "GET MiB/s", "GET / SHA-256"]
-        print("| " + " | ".join([*columns, "RSS growth PUT / GET"]) + " |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| " + " | ".join([*columns, "RSS growth PUT / GET", "server CPU PUT / GET"]) + " |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for n, r in enumerate(rounds, 1):
             print(
                 f"| {n} | {r.dd:,.0f} | {r.put:,.0f} | {r.put / r.dd:.0%} | {r.sha:,.0f} | {r.get:,.0f} "
-                f"| {r.get / r.sha:.0%} | {r.put_rss:.1f} / {r.get_rss:.1f} MiB |"
+                f"| {r.get / r.sha:.0%} | {r.put_rss:.1f} / {r.get_rss:.1f} MiB | {r.put_cpu:.2f} / {r.get_cpu:.2f} s |"
             )
         put_ratio = statistics.median(r.put / r.dd for r in rounds)
         get_ratio = statistics.median(r.get / r.sha for r in rounds)
