@@ -12,10 +12,13 @@ keep their place: they load the machine, and a 0.5 s lease under recovery five t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-FIRST = ("test_backend_outage.py", "test_container.py")
+FIRST = frozenset({Path("integration/test_backend_outage.py"), Path("integration/test_container.py")})
+TESTS = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: each file keeps its order
+    items.sort(key=lambda item: item.path.relative_to(TESTS) not in FIRST)  # stable: each file keeps its order
