@@ -81,7 +81,7 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
     clock = providers.Object(utc_now)
     lease = providers.Callable(_lease, settings)
-    # How migrations and recovery run many steps at once (the application layer has no async runtime).
+    # How migrations run many moves at once (the application layer has no async runtime).
     fan_out = providers.Object(bounded_fan_out)
     # Hashing of large pieces runs in worker threads, overlapping the sending or receiving of others.
     offload = providers.Object(in_worker)
@@ -114,7 +114,7 @@ class Container(containers.DeclarativeContainer):
     # Resumable uploads live in the metadata store: the same object serves both ports.
     upload_repository = providers.Callable(lambda metadata: metadata, metadata)
     uploads = providers.Singleton(Uploads, protocol, upload_repository, providers.Callable(_upload_expiry, settings))
-    recover = providers.Singleton(Recover, protocol, upload_repository, fan_out)
+    recover = providers.Singleton(Recover, protocol, upload_repository)
     migrate_blobs = providers.Singleton(MigrateBlobs, protocol, fan_out)
     check_store = providers.Singleton(CheckStore, protocol, retrieve_blob, recover, delete_blob, upload_repository)
 

@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import anyio
 import pytest
 
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
-from drive.application.recover import CONCURRENCY
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
@@ -94,37 +92,3 @@ async def test_recovery_ends_an_expired_intent_durably_before_it_removes_the_byt
     blobs.objects["a" * 32] = b"bytes"
     assert (await service.recover()).interrupted_removed == 1
     assert events == [("finish", True), ("delete", True)]
-
-
-async def test_recovery_ends_many_expired_intents_at_once_each_in_its_order() -> None:
-    # An outage leaves thousands: they are ended CONCURRENCY at a time, each intent still
-    # durably ended before its own bytes go.
-    in_flight, most = 0, 0
-    ended: set[str] = set()
-
-    class Metadata(InMemoryMetadataRepository):
-        async def finish(self, storage_key: str, *, durable: bool = False) -> None:
-            ended.add(storage_key)
-            await super().finish(storage_key, durable=durable)
-
-    class Blobs(InMemoryBlobRepository):
-        async def delete(self, key: str) -> None:
-            nonlocal in_flight, most
-            assert key in ended
-            in_flight += 1
-            most = max(most, in_flight)
-            await anyio.sleep(0.01)
-            in_flight -= 1
-            await super().delete(key)
-
-    now = utc_now()
-    metadata, blobs = Metadata(), Blobs()
-    service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
-    keys = [f"{n:032x}" for n in range(3 * CONCURRENCY)]
-    for key in keys:
-        metadata.pending[key] = PendingOp(key, "memory", f"cut-{key}", PendingKind.STORE, now - timedelta(seconds=1))
-        blobs.objects[key] = b"bytes"
-    report = await service.recover()
-    assert report.interrupted_removed == len(keys)
-    assert metadata.pending == {} and blobs.objects == {}
-    assert most == CONCURRENCY

@@ -9,23 +9,15 @@ before its first byte, so bytes seen in a listing that have neither are truly or
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from drive.application.commit_protocol import CommitProtocol
-from drive.application.fan_out import FanOut, sequentially
 from drive.domain.errors import StorageUnavailable
-from drive.domain.model import PendingOp
 from drive.domain.ports import UploadRepository
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # expired intents finished per metadata query
-# Expired intents ended at once. Each takes a durable metadata write, a lookup and a backend
-# call; one at a time, the thousands an outage can leave behind took minutes to clear (a
-# 30 s FTP outage under load: about 4,800, at ~8 ms each), while concurrent ends share their
-# commits (SQLite's group commit) and the backend's latency.
-CONCURRENCY = 16
 
 
 @dataclass(slots=True)
@@ -39,15 +31,11 @@ class RecoveryReport:
 
 
 class Recover:
-    """``uploads``: the store of resumable uploads, whose expired rows go once their intents are finished;
-    ``fan_out``: how expired intents are ended several at a time (the composition root's)."""
+    """``uploads``: the store of resumable uploads, whose expired rows go once their intents are finished."""
 
-    def __init__(
-        self, protocol: CommitProtocol, uploads: UploadRepository | None = None, fan_out: FanOut = sequentially
-    ) -> None:
+    def __init__(self, protocol: CommitProtocol, uploads: UploadRepository | None = None) -> None:
         self._protocol = protocol
         self._uploads = uploads
-        self._fan_out = fan_out
         self._metadata = protocol.metadata
         self._backends = protocol.backends
         self._clock = protocol.clock
@@ -72,35 +60,34 @@ class Recover:
 
     async def _finish_expired(self, report: RecoveryReport) -> None:
         skipped: set[str] = set()
-
-        async def finish(op: PendingOp) -> None:
-            try:
-                backend = self._backends.get(op.backend)
-            except StorageUnavailable:
-                skipped.add(op.storage_key)  # not configured: the intent waits for a later run
-                _note_unreachable(report, op.backend)
-                return
-            # End the intent before touching the bytes: a slow owner's commit needs the same
-            # row, so exactly one of the two wins. Deleting first let a commit slip in between
-            # and be acknowledged over bytes already gone. Durably: an end lost in a database
-            # crash would hand the row back to that owner after the bytes were gone.
-            await self._metadata.finish(op.storage_key, durable=True)
-            if await self._metadata.known_keys(op.backend, [op.storage_key]):
-                return  # the owner committed just before: the bytes are a blob's now
-            try:
-                await backend.delete(op.storage_key)
-            except StorageUnavailable:
-                # Neither intent nor record refers to them now: the sweep removes them later.
-                _note_unreachable(report, op.backend)
-                return
-            report.interrupted_removed += 1
-            log.info("recovery removed bytes of interrupted %s of %r", op.kind.value, op.blob_id)
-
         while True:
             ops = [op for op in await self._metadata.expired(self._clock(), BATCH) if op.storage_key not in skipped]
             if not ops:
                 return
-            await self._fan_out(_each(ops), finish, CONCURRENCY)
+            for op in ops:
+                try:
+                    backend = self._backends.get(op.backend)
+                except StorageUnavailable:
+                    skipped.add(op.storage_key)  # not configured: the intent waits for a later run
+                    if op.backend not in report.unreachable_backends:
+                        report.unreachable_backends.append(op.backend)
+                    continue
+                # End the intent before touching the bytes: a slow owner's commit needs the same
+                # row, so exactly one of the two wins. Deleting first let a commit slip in between
+                # and be acknowledged over bytes already gone. Durably: an end lost in a database
+                # crash would hand the row back to that owner after the bytes were gone.
+                await self._metadata.finish(op.storage_key, durable=True)
+                if await self._metadata.known_keys(op.backend, [op.storage_key]):
+                    continue  # the owner committed just before: the bytes are a blob's now
+                try:
+                    await backend.delete(op.storage_key)
+                except StorageUnavailable:
+                    # Neither intent nor record refers to them now: the sweep removes them later.
+                    if op.backend not in report.unreachable_backends:
+                        report.unreachable_backends.append(op.backend)
+                    continue
+                report.interrupted_removed += 1
+                log.info("recovery removed bytes of interrupted %s of %r", op.kind.value, op.blob_id)
 
     async def _forget_expired_uploads(self, report: RecoveryReport) -> None:
         # An expired upload's intent is finished above (its bytes removed); its row goes after,
@@ -119,13 +106,3 @@ class Recover:
                 await self._backends.get(name).delete(key)
                 report.orphans_removed += 1
                 log.info("recovery removed orphaned bytes %s on backend %s", key, name)
-
-
-def _note_unreachable(report: RecoveryReport, backend: str) -> None:
-    if backend not in report.unreachable_backends:
-        report.unreachable_backends.append(backend)
-
-
-async def _each(ops: list[PendingOp]) -> AsyncIterator[PendingOp]:
-    for op in ops:
-        yield op
