@@ -10,7 +10,7 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from drive.entrypoints.http.body_pieces import HIGH_WATER
+from drive.entrypoints.http.body_pieces import HIGH_WATER, PIECE_COST
 from drive.entrypoints.http.wire import WireLimitedProtocol, WireLimits
 from tests.unit.fake_transport import FakeTransport
 
@@ -70,3 +70,34 @@ def test_an_app_that_keeps_up_gets_each_read_and_reading_never_pauses() -> None:
     assert b"".join(received) == body
     assert [len(piece) for piece in received if piece] == [READ] * 5 + [11]
     assert transport.paused == 0
+
+
+def test_many_tiny_chunks_pause_reading_by_what_they_hold_not_only_their_bytes() -> None:
+    # A chunked body of one-byte chunks: each is a piece of its own.
+    tiny = HIGH_WATER // (1 + PIECE_COST) + 10
+    received: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        received.append((await receive())["body"])
+
+    async def run() -> FakeTransport:
+        config = Config(app=app, log_config=None, lifespan="off")
+        config.load()
+        WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
+        try:
+            transport = FakeTransport()
+            protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+            protocol.connection_made(transport)
+            protocol.data_received(b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            protocol.data_received(b"1\r\nx\r\n" * tiny)  # before the app has run
+            paused = transport.paused
+            for _ in range(10):
+                await asyncio.sleep(0)
+            protocol.connection_lost(None)
+            assert paused == 1
+            return transport
+        finally:
+            WireLimitedProtocol.limits = None
+
+    asyncio.run(run())
+    assert received == [b"x" * tiny]

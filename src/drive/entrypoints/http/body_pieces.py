@@ -9,7 +9,9 @@ and several are joined once.
 Reading pauses while more than ``HIGH_WATER`` bytes wait for the app, as uvicorn's does past
 64 KiB. Each pause and resume is a system call on the loop's thread; a socket read is at most
 256 KiB, so with a limit above that a connection whose app keeps up is never paused, and one
-whose app is busy holds at most the limit and one read.
+whose app is busy holds at most the limit and one read. Each piece counts ``PIECE_COST`` bytes
+more than its length: a chunked body of one-byte chunks is a piece per byte, and a list of
+half a million of them would hold some 20 MiB for one connection.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from uvicorn._types import ASGIReceiveEvent
 
 HIGH_WATER = 512 * 1024
+PIECE_COST = 64  # about a small bytes object and its place in the list
 
 
 class PiecedBody:
@@ -35,7 +38,7 @@ class PiecedBody:
         """A piece from the parser (``on_body``): kept, and the app woken."""
         cycle = self._cycle
         self._pieces.append(piece)
-        self._size += len(piece)
+        self._size += len(piece) + PIECE_COST
         if self._size > HIGH_WATER:
             cycle.flow.pause_reading()
         cycle.message_event.set()
