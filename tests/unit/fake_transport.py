@@ -1,9 +1,17 @@
-"""A socket transport for driving uvicorn's protocol in unit tests: keeps what is written, counts pauses."""
+"""A socket transport for driving the HTTP protocol in unit tests (keeps what is written, counts pauses), and a
+connection made on it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from drive.entrypoints.http.wire import WireLimitedProtocol, WireLimits
 
 
 class FakeTransport(asyncio.Transport):
@@ -31,3 +39,19 @@ class FakeTransport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         self.resumed += 1
+
+
+@contextlib.contextmanager
+def connected(app: Any) -> Iterator[tuple[WireLimitedProtocol, FakeTransport]]:
+    """A ``WireLimitedProtocol`` serving ``app`` on a FakeTransport (call inside a running loop)."""
+    config = Config(app=app, log_config=None, lifespan="off")
+    config.load()
+    WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
+    try:
+        transport = FakeTransport()
+        protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        protocol.connection_made(transport)
+        yield protocol, transport
+        protocol.connection_lost(None)
+    finally:
+        WireLimitedProtocol.limits = None

@@ -7,12 +7,8 @@ import asyncio
 import os
 from typing import Any
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
-
 from drive.entrypoints.http.body_pieces import HIGH_WATER, PIECE_COST
-from drive.entrypoints.http.wire import WireLimitedProtocol, WireLimits
-from tests.unit.fake_transport import FakeTransport
+from tests.unit.fake_transport import FakeTransport, connected
 
 READ = 200 * 1024  # one socket read's worth
 
@@ -31,13 +27,7 @@ def serve(body: bytes, *, reads_before_app: int) -> tuple[list[bytes], FakeTrans
         await send({"type": "http.response.body", "body": b""})
 
     async def run() -> FakeTransport:
-        config = Config(app=app, log_config=None, lifespan="off")
-        config.load()
-        WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
-        try:
-            transport = FakeTransport()
-            protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-            protocol.connection_made(transport)
+        with connected(app) as (protocol, transport):
             protocol.data_received(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
             for number, start in enumerate(range(0, len(body), READ)):
                 protocol.data_received(body[start : start + READ])
@@ -47,10 +37,7 @@ def serve(body: bytes, *, reads_before_app: int) -> tuple[list[bytes], FakeTrans
             for _ in range(20):
                 await asyncio.sleep(0)
             assert transport.written.startswith(b"HTTP/1.1 204")
-            protocol.connection_lost(None)
-            return transport
-        finally:
-            WireLimitedProtocol.limits = None
+        return transport
 
     return received, asyncio.run(run())
 
@@ -80,24 +67,14 @@ def test_many_tiny_chunks_pause_reading_by_what_they_hold_not_only_their_bytes()
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         received.append((await receive())["body"])
 
-    async def run() -> FakeTransport:
-        config = Config(app=app, log_config=None, lifespan="off")
-        config.load()
-        WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
-        try:
-            transport = FakeTransport()
-            protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-            protocol.connection_made(transport)
+    async def run() -> None:
+        with connected(app) as (protocol, transport):
             protocol.data_received(b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
             protocol.data_received(b"1\r\nx\r\n" * tiny)  # before the app has run
             paused = transport.paused
             for _ in range(10):
                 await asyncio.sleep(0)
-            protocol.connection_lost(None)
-            assert paused == 1
-            return transport
-        finally:
-            WireLimitedProtocol.limits = None
+        assert paused == 1
 
     asyncio.run(run())
     assert received == [b"x" * tiny]

@@ -6,11 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from uvicorn.config import Config
-from uvicorn.server import ServerState
-
-from drive.entrypoints.http.wire import ARRIVED_AT, WireLimitedProtocol, WireLimits
-from tests.unit.fake_transport import FakeTransport
+from drive.entrypoints.http.wire import ARRIVED_AT
+from tests.unit.fake_transport import connected
 
 
 def test_each_request_on_a_connection_carries_when_its_headers_were_read() -> None:
@@ -22,20 +19,12 @@ def test_each_request_on_a_connection_carries_when_its_headers_were_read() -> No
         await send({"type": "http.response.body", "body": b""})
 
     async def serve() -> list[float]:
-        config = Config(app=app, log_config=None, lifespan="off")
-        config.load()
-        WireLimitedProtocol.limits = WireLimits(8192, 10.0, 10.0, 100)
-        try:
-            protocol = WireLimitedProtocol(config, ServerState(), {}, asyncio.get_running_loop())
-            protocol.connection_made(FakeTransport())
+        with connected(app) as (protocol, _):
             before = time.perf_counter()
             protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
             for _ in range(50):
                 await asyncio.sleep(0)
-            protocol.connection_lost(None)
-            return [before]
-        finally:
-            WireLimitedProtocol.limits = None
+        return [before]
 
     (before,) = asyncio.run(serve())
     assert len(arrivals) == 2
