@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,7 @@ from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataReposi
 from drive.application.service import DriveService
 from drive.application.streams import single_chunk
 from drive.domain.backends import Backends
-from drive.domain.errors import BlobNotFound, InvalidRequest
+from drive.domain.errors import BlobNotFound, InvalidRequest, StorageUnavailable
 from drive.domain.model import PendingKind, PendingOp, utc_now
 from tests.unit.wiring import container_over
 
@@ -76,9 +77,9 @@ async def test_recovery_ends_an_expired_intent_durably_before_it_removes_the_byt
     events: list[tuple[str, bool]] = []
 
     class Metadata(InMemoryMetadataRepository):
-        async def finish(self, storage_key: str, *, durable: bool = False) -> None:
+        async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
             events.append(("finish", durable))
-            await super().finish(storage_key, durable=durable)
+            await super().finish_all(storage_keys, durable=durable)
 
     class Blobs(InMemoryBlobRepository):
         async def delete(self, key: str) -> None:
@@ -92,3 +93,54 @@ async def test_recovery_ends_an_expired_intent_durably_before_it_removes_the_byt
     blobs.objects["a" * 32] = b"bytes"
     assert (await service.recover()).interrupted_removed == 1
     assert events == [("finish", True), ("delete", True)]
+
+
+async def test_recovery_ends_a_backlog_of_intents_a_batch_per_transaction() -> None:
+    # An outage can leave thousands of intents; one durable end each made recovery take minutes.
+    batches: list[int] = []
+
+    class Metadata(InMemoryMetadataRepository):
+        async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+            batches.append(len(storage_keys))
+            await super().finish_all(storage_keys, durable=durable)
+
+    now = utc_now()
+    metadata, blobs = Metadata(), InMemoryBlobRepository()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
+    for n in range(1_200):
+        key = f"{n:032x}"
+        metadata.pending[key] = PendingOp(key, "memory", f"cut-{n}", PendingKind.STORE, now - timedelta(seconds=1))
+        blobs.objects[key] = b"partial"
+    assert (await service.recover()).interrupted_removed == 1_200
+    assert batches == [500, 500, 200]
+    assert not metadata.pending and not blobs.objects
+
+
+async def test_recovery_stops_calling_a_backend_that_stopped_answering() -> None:
+    # Each call to a dead backend waits out its timeout; a batch of them would take hours.
+    deletes: list[str] = []
+
+    class Flaky(InMemoryBlobRepository):
+        down = True
+
+        async def delete(self, key: str) -> None:
+            deletes.append(key)
+            if self.down:
+                raise StorageUnavailable("backend memory unreachable")
+            await super().delete(key)
+
+    now = utc_now()
+    metadata, blobs = InMemoryMetadataRepository(), Flaky()
+    service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
+    for n in range(3):
+        key = f"{n:032x}"
+        metadata.pending[key] = PendingOp(key, "memory", f"cut-{n}", PendingKind.STORE, now - timedelta(seconds=1))
+        blobs.objects[key] = b"partial"
+    report = await service.recover()
+    assert len(deletes) == 1 and report.interrupted_removed == 0
+    assert report.unreachable_backends == ["memory"]  # once, and its sweep waits too
+    # The batch's intents were ended before the first call failed: its bytes are orphans now,
+    # which the sweep removes once the backend answers.
+    blobs.down = False
+    assert (await service.recover()).orphans_removed == 3
+    assert not blobs.objects

@@ -177,6 +177,11 @@ class InMemoryMetadataRepository:
         self._check()
         self.pending.pop(storage_key, None)
 
+    async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+        self._check()
+        for key in storage_keys:
+            self.pending.pop(key, None)
+
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         self._check()
         record = self.records.pop(blob_id, None)

@@ -134,6 +134,7 @@ schema_version = Table("drive_schema", schema, Column("version", Integer, nullab
 
 
 _DEADLOCK_ATTEMPTS = 3
+_KEYS_PER_STATEMENT = 500  # well under every dialect's limit on bound parameters
 
 
 class _Reclaimed(Exception):
@@ -349,6 +350,14 @@ class SqlMetadataRepository:
         async with self._write() if durable else self._write_without_fsync() as conn:
             await conn.execute(delete(pending).where(pending.c.storage_key == storage_key))
 
+    async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+        # Sorted: concurrent batches (two servers recovering) then lock rows in one order.
+        wanted = sorted(storage_keys)
+        for start in range(0, len(wanted), _KEYS_PER_STATEMENT):
+            batch = wanted[start : start + _KEYS_PER_STATEMENT]
+            async with self._write() if durable else self._write_without_fsync() as conn:
+                await conn.execute(delete(pending).where(pending.c.storage_key.in_(batch)))
+
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         async with self._write() as conn:
             row = (await conn.execute(select(blobs).where(blobs.c.id == blob_id))).first()
@@ -398,8 +407,8 @@ class SqlMetadataRepository:
         wanted = list(keys)
         known: set[str] = set()
         async with self._read() as conn:
-            for i in range(0, len(wanted), 500):
-                batch = wanted[i : i + 500]
+            for i in range(0, len(wanted), _KEYS_PER_STATEMENT):
+                batch = wanted[i : i + _KEYS_PER_STATEMENT]
                 committed = select(blobs.c.storage_key).where(
                     and_(blobs.c.backend == backend, blobs.c.storage_key.in_(batch))
                 )

@@ -9,6 +9,7 @@ Commits, relocations and removals are durable before they return.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime
 
 from drive.adapters.record_rows import RECORD_COLUMNS, millis, record_from_row, record_row
@@ -153,6 +154,15 @@ class SqliteMetadataRepository(SqlMetadataRepository):
         # Unless asked: losing this in a crash brings back an intent whose bytes are gone, which
         # recovery ends again.
         await self._writer.run(job, durable=durable)
+
+    async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+        rows = [(key,) for key in storage_keys]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM drive_pending WHERE storage_key = ?", rows)
+
+        if rows:
+            await self._writer.run(job, durable=durable)
 
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         def job(conn: sqlite3.Connection) -> BlobRecord | None:

@@ -175,6 +175,9 @@ class MetadataRepository(Protocol):
         server would give that owner its intent back, and let it commit over bytes gone.
         """
 
+    async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+        """``finish`` for many keys in one transaction (recovery's batches: one flush, not one each)."""
+
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         """In one transaction: delete the record of ``blob_id`` and begin a DELETE op for its bytes."""
         ...

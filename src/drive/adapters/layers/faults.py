@@ -206,6 +206,10 @@ class FaultyMetadataRepository:
         await self.plan.before("finish")
         await self.inner.finish(storage_key, durable=durable)
 
+    async def finish_all(self, storage_keys: Collection[str], *, durable: bool = False) -> None:
+        await self.plan.before("finish")  # the same fault point as one key's end
+        await self.inner.finish_all(storage_keys, durable=durable)
+
     async def remove(self, blob_id: str, lease_until: datetime) -> BlobRecord | None:
         await self.plan.before("remove")
         return await self.inner.remove(blob_id, lease_until)
