@@ -125,7 +125,7 @@ async def test_a_large_body_is_handed_to_the_disk_while_it_arrives(
     fs = FilesystemBlobRepository(tmp_path)
     await fs.open()
     key = new_storage_key()
-    size = 2 * WRITEBACK_EVERY + 5 * READ_CHUNK + 3
+    size = 2 * WRITEBACK_EVERY + WRITEBACK_EVERY // 2 + 3  # two whole stretches and part of a third
     assert await fs.write(key, body(size)) == size
     assert advised == [
         (0, WRITEBACK_EVERY, os.POSIX_FADV_DONTNEED),

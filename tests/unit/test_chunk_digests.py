@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar
 
 import pytest
@@ -15,7 +16,15 @@ from drive.adapters.concurrency import in_worker
 from drive.adapters.memory import InMemoryBlobRepository, InMemoryMetadataRepository
 from drive.application.retrieve_blob import RetrieveBlob
 from drive.application.service import DriveService
-from drive.application.streams import HASH_PIECE, ChunkDigests, Digesting, at_once, in_chunks, sha256_of, single_chunk
+from drive.application.streams import (
+    HASH_PIECE,
+    ChunkDigests,
+    Digesting,
+    at_once,
+    chunk_sha256s,
+    in_chunks,
+    single_chunk,
+)
 from drive.domain.backends import Backends
 from drive.domain.errors import CorruptBlob, PayloadTooLarge
 from drive.domain.model import CHUNK_SIZE, BlobRecord, utc_now
@@ -126,10 +135,11 @@ async def test_ranges_are_served_exactly(service: DriveService, start: int, end:
     assert await collect(service.retrieve.stream_range(record, start, end)) == DATA[start:end]
 
 
-@pytest.mark.parametrize("size", [0, 1, 64 * 1024 - 1, 64 * 1024, MiB])
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024 - 1, 64 * 1024, MiB, 2 * MiB + 1])
 async def test_work_offloaded_or_not_gives_the_same_result(size: int) -> None:
     data = os.urandom(size)
-    assert await in_worker(sha256_of, data) == await at_once(sha256_of, data) == hashlib.sha256(data).digest()
+    hashed = partial(chunk_sha256s, chunk_size=MiB)
+    assert await in_worker(hashed, data) == await at_once(hashed, data) == chunk_hashes(data, MiB)
 
 
 @pytest.mark.parametrize("piece", [1000, 65_536, HASH_PIECE - 1, HASH_PIECE, 3 * HASH_PIECE + 1])
@@ -355,3 +365,23 @@ async def test_fsck_finds_bytes_appended_to_a_blob(service: DriveService, blobs:
     blobs.objects[record.storage_key] = DATA[:MiB] * 2  # one more chunk, a copy of the first
     report = await service.check()
     assert [r.id for r in report.corrupt] == ["grown"] and report.damaged_chunks == {"grown": (1,)}
+
+
+async def test_damage_is_named_by_its_chunk_within_a_verified_span(
+    service: DriveService, blobs: InMemoryBlobRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Chunks are hashed two at a time: the second of a pair is still the one named.
+    record = (await service.store("big", single_chunk(DATA))).record
+    damage(blobs, record, MiB + 5)
+    with caplog.at_level(logging.ERROR), pytest.raises(CorruptBlob):
+        await collect(service.retrieve.stream(record))
+    assert f"chunk 1 (bytes {MiB}-{2 * MiB - 1})" in caplog.text
+
+
+async def test_bytes_past_the_recorded_size_are_not_read_out(
+    service: DriveService, blobs: InMemoryBlobRepository
+) -> None:
+    record = (await service.store("big", single_chunk(DATA))).record
+    blobs.objects[record.storage_key] += b"appended"
+    assert await collect(service.retrieve.stream(record)) == DATA
+    assert await collect(service.retrieve.stream_range(record, 3 * MiB, len(DATA))) == DATA[3 * MiB :]

@@ -30,7 +30,7 @@ from drive.domain.storage_keys import checked_key, is_shard, is_storage_key, sha
 
 T = TypeVar("T")
 
-READ_CHUNK = 1024 * 1024
+READ_CHUNK = 2 * 1024 * 1024  # bytes per worker-thread hop when reading: what RetrieveBlob verifies per step
 WRITE_GATHER = 1024 * 1024  # bytes gathered per worker-thread hop when writing
 # Reads of up to this many bytes are done on the event loop: open, fstat, pread and close
 # of a small local file take about 15 µs, a worker-thread hop about 100 µs of the loop's

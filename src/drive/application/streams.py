@@ -42,8 +42,10 @@ class _Done(Generic[T]):
         yield  # unreachable: makes this a generator, as __await__ must return an iterator
 
 
-def sha256_of(data: Data) -> bytes:
-    return hashlib.sha256(data).digest()
+def chunk_sha256s(data: Data, chunk_size: int) -> list[bytes]:
+    """The SHA-256 of each ``chunk_size`` slice of ``data`` (the last may be shorter)."""
+    with memoryview(data) as view:
+        return [hashlib.sha256(view[at : at + chunk_size]).digest() for at in range(0, len(view), chunk_size)]
 
 
 class ChunkDigests:
