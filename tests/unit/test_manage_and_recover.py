@@ -144,3 +144,26 @@ async def test_recovery_stops_calling_a_backend_that_stopped_answering() -> None
     blobs.down = False
     assert (await service.recover()).orphans_removed == 3
     assert not blobs.objects
+
+
+async def test_a_backend_that_stopped_answering_does_not_hold_up_the_others() -> None:
+    # More expired intents on the silent backend than one batch holds, all older than the rest.
+    class Down(InMemoryBlobRepository):
+        async def delete(self, key: str) -> None:
+            raise StorageUnavailable("backend down unreachable")
+
+    now = utc_now()
+    metadata, down, up = InMemoryMetadataRepository(), Down("down"), InMemoryBlobRepository("up")
+    service = container_over(metadata, Backends({"down": down, "up": up}, default="up"), clock=lambda: now).service()
+    for n in range(600):
+        key = f"{n:032x}"
+        metadata.pending[key] = PendingOp(key, "down", f"d-{n}", PendingKind.STORE, now - timedelta(minutes=2))
+        down.objects[key] = b"partial"
+    for n in range(600, 605):
+        key = f"{n:032x}"
+        metadata.pending[key] = PendingOp(key, "up", f"u-{n}", PendingKind.STORE, now - timedelta(minutes=1))
+        up.objects[key] = b"partial"
+    report = await service.recover()
+    assert report.interrupted_removed == 5 and not up.objects
+    assert report.unreachable_backends == ["down"]
+    assert not metadata.pending and len(down.objects) == 600  # orphans for the sweep, once it answers

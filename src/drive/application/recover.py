@@ -69,11 +69,10 @@ class Recover:
                 return
             ending: list[PendingOp] = []
             for op in ops:
-                if op.backend in self._backends.names() and op.backend not in report.unreachable_backends:
+                if op.backend in self._backends.names():
                     ending.append(op)
                     continue
-                # Not configured, or not answering in this pass: the intent waits for a later run.
-                skipped.add(op.storage_key)
+                skipped.add(op.storage_key)  # not configured: the intent waits for a later run
                 if op.backend not in report.unreachable_backends:
                     report.unreachable_backends.append(op.backend)
             if ending:
@@ -92,7 +91,11 @@ class Recover:
             # Owners that committed just before: those bytes are blobs' now.
             committed.update((backend, key) for key in await self._metadata.known_keys(backend, keys))
         for op in ops:
-            if (op.backend, op.storage_key) in committed or op.backend in report.unreachable_backends:
+            if (op.backend, op.storage_key) in committed:
+                continue
+            if op.backend in report.unreachable_backends:
+                # Not answering in this pass (each call would wait out its timeout). With the intent
+                # ended, the bytes are orphans, which the sweep removes once the backend is back.
                 continue
             try:
                 await self._backends.get(op.backend).delete(op.storage_key)

@@ -142,10 +142,10 @@ class RetrieveBlob:
         # To the end of the blob: read to the end of the stored bytes, as a whole read always
         # has (an empty blob's bytes are then still looked for, and must exist).
         stop = None if window_end >= record.size else window_end
-        # One verified piece is held back: it is handed on while the next chunk is hashed (the
-        # offload may hash in a worker), and the last one only once the stored bytes proved complete.
         # Chunks are taken VERIFY_SPAN bytes at a time, each span's chunks hashed in one offloaded
         # call: per 1 MiB chunk, the hops and the stream's steps cost a GET a tenth of its CPU.
+        # One verified span is held back: it is handed on while the next is hashed (the offload
+        # may hash in a worker), and the last one only once the stored bytes proved complete.
         span = chunk_size * max(1, VERIFY_SPAN // chunk_size)
         hashed = partial(chunk_sha256s, chunk_size=chunk_size)
         ready = b""
