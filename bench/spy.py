@@ -9,6 +9,7 @@ and anyio workers waiting on their queues) are dropped.
     .venv/bin/python bench/spy.py [--accept application/octet-stream] [--not-modified] [--seconds 10]
     .venv/bin/python bench/spy.py --metadata postgresql://postgres@127.0.0.1:5432   # fs + PostgreSQL
     .venv/bin/python bench/spy.py --writes put      # small stores under new ids (bench/writes.lua)
+    .venv/bin/python bench/spy.py --head            # HEADs, from bench/headload.c (wrk hangs on HEAD)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import BLOB, TOKEN, contextmanager_or_none, drive_env, free_port, running, seed
+from compare import BLOB, TOKEN, build_headload, contextmanager_or_none, drive_env, free_port, running, seed
 from servers import ceiling_command, drive_command
 
 # Leaf frames of threads that wait (py-spy counts a thread blocked in C as active).
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--not-modified", action="store_true", help="send If-None-Match with the blob's ETag (304s)")
     parser.add_argument("--metadata", help="postgresql://user@host:port: fs + PostgreSQL (a fresh database)")
     parser.add_argument("--writes", choices=("post", "put"), help="profile small stores under new ids instead of GETs")
+    parser.add_argument("--head", action="store_true", help="profile HEADs (bench/headload.c) instead of GETs")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=60)
@@ -91,11 +93,12 @@ def main() -> None:
                 if opts.writes:
                     script = str(Path(__file__).resolve().parent / "writes.lua")
                     target = ["-s", script, base, "--", opts.writes, tmp.name]
-                load = subprocess.Popen(
-                    ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, *target],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
+                command = ["wrk", "-t2", "-c16", f"-d{duration}s", *headers, *target]
+                if opts.head:
+                    path = f"/v1/blobs/{BLOB}"
+                    sent = [value for flag, value in zip(headers[::2], headers[1::2], strict=True) if flag == "-H"]
+                    command = [str(build_headload(tmp)), "127.0.0.1", str(port), path, "16", str(duration), *sent]
+                load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
                 raw = tmp / "profile.txt"
                 record = [py_spy, "record", "-p", str(pid), "-d", str(int(opts.seconds)), "-r", str(opts.rate)]
                 subprocess.run([*record, "--format", "raw", "-o", str(raw)], check=True, capture_output=True)
