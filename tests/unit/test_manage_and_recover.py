@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -14,6 +14,16 @@ from drive.domain.model import PendingKind, PendingOp, utc_now
 from tests.unit.wiring import container_over
 
 pytestmark = pytest.mark.anyio
+
+
+def cut_off(
+    metadata: InMemoryMetadataRepository, blobs: InMemoryBlobRepository, numbers: range, ended: datetime
+) -> None:
+    """Uploads cut off midway: an intent per number, its lease ended at ``ended``, bytes half there."""
+    for n in numbers:
+        key = f"{n:032x}"
+        metadata.pending[key] = PendingOp(key, blobs.name, f"cut-{n}", PendingKind.STORE, ended)
+        blobs.objects[key] = b"partial"
 
 
 async def test_delete_then_store_again(service: DriveService, blobs: InMemoryBlobRepository) -> None:
@@ -107,10 +117,7 @@ async def test_recovery_ends_a_backlog_of_intents_a_batch_per_transaction() -> N
     now = utc_now()
     metadata, blobs = Metadata(), InMemoryBlobRepository()
     service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
-    for n in range(1_200):
-        key = f"{n:032x}"
-        metadata.pending[key] = PendingOp(key, "memory", f"cut-{n}", PendingKind.STORE, now - timedelta(seconds=1))
-        blobs.objects[key] = b"partial"
+    cut_off(metadata, blobs, range(1_200), now - timedelta(seconds=1))
     assert (await service.recover()).interrupted_removed == 1_200
     assert batches == [500, 500, 200]
     assert not metadata.pending and not blobs.objects
@@ -132,10 +139,7 @@ async def test_recovery_stops_calling_a_backend_that_stopped_answering() -> None
     now = utc_now()
     metadata, blobs = InMemoryMetadataRepository(), Flaky()
     service = container_over(metadata, Backends({"memory": blobs}, default="memory"), clock=lambda: now).service()
-    for n in range(3):
-        key = f"{n:032x}"
-        metadata.pending[key] = PendingOp(key, "memory", f"cut-{n}", PendingKind.STORE, now - timedelta(seconds=1))
-        blobs.objects[key] = b"partial"
+    cut_off(metadata, blobs, range(3), now - timedelta(seconds=1))
     report = await service.recover()
     assert len(deletes) == 1 and report.interrupted_removed == 0
     assert report.unreachable_backends == ["memory"]  # once, and its sweep waits too
@@ -155,14 +159,8 @@ async def test_a_backend_that_stopped_answering_does_not_hold_up_the_others() ->
     now = utc_now()
     metadata, down, up = InMemoryMetadataRepository(), Down("down"), InMemoryBlobRepository("up")
     service = container_over(metadata, Backends({"down": down, "up": up}, default="up"), clock=lambda: now).service()
-    for n in range(600):
-        key = f"{n:032x}"
-        metadata.pending[key] = PendingOp(key, "down", f"d-{n}", PendingKind.STORE, now - timedelta(minutes=2))
-        down.objects[key] = b"partial"
-    for n in range(600, 605):
-        key = f"{n:032x}"
-        metadata.pending[key] = PendingOp(key, "up", f"u-{n}", PendingKind.STORE, now - timedelta(minutes=1))
-        up.objects[key] = b"partial"
+    cut_off(metadata, down, range(600), now - timedelta(minutes=2))
+    cut_off(metadata, up, range(600, 605), now - timedelta(minutes=1))
     report = await service.recover()
     assert report.interrupted_removed == 5 and not up.objects
     assert report.unreachable_backends == ["down"]
