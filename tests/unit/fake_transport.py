@@ -18,6 +18,7 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        self.writes: list[bytes] = []  # each write as it was made
         self._closing = False
         self.paused = 0
         self.resumed = 0
@@ -27,6 +28,7 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes.append(bytes(data))
 
     def is_closing(self) -> bool:
         return self._closing

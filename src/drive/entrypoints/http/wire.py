@@ -33,6 +33,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from typing import Any
 
 import httptools
@@ -91,11 +92,11 @@ class _HeadHoldingTransport:
     next write, before ``close``, or at the latest on the event loop's next turn.
     """
 
-    __slots__ = ("_first", "_held", "_loop", "_transport")
+    __slots__ = ("_first", "_heads", "_held", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, heads: _HeldHeads) -> None:
         self._transport = transport
-        self._loop = loop
+        self._heads = heads
         self._first = True
         self._held: bytes | None = None
 
@@ -103,7 +104,7 @@ class _HeadHoldingTransport:
         if self._first:
             self._first = False
             self._held = data
-            self._loop.call_soon(self.flush)  # no body write in this turn (HEAD, a slow stream)
+            self._heads.add(self)  # flushed next turn if no body write comes in this one (a slow stream)
             return
         held, self._held = self._held, None
         if held is None:
@@ -125,6 +126,39 @@ class _HeadHoldingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+class _HeldHeads:
+    """The heads an event loop's responses hold in one turn, flushed together on its next.
+
+    One callback per turn for all of them, not one per response: under load a turn starts many.
+    """
+
+    __slots__ = ("_held", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._held: list[_HeadHoldingTransport] = []
+
+    def add(self, transport: _HeadHoldingTransport) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(transport)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        for transport in held:
+            transport.flush()  # nothing left to do for most: their body or completion took the head
+
+
+_held_heads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeldHeads] = weakref.WeakKeyDictionary()
+
+
+def _heads_of(loop: asyncio.AbstractEventLoop) -> _HeldHeads:
+    heads = _held_heads.get(loop)
+    if heads is None:
+        heads = _held_heads[loop] = _HeldHeads(loop)
+    return heads
 
 
 def error_bytes(status: int, code: str, message: str) -> bytes:
@@ -163,6 +197,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = self.limits or process_limits()
+        self._heads = _heads_of(self.loop)
         # The head being received: open from connecting, or from the end of the previous message
         # (the next head starts right there), until its headers are complete.
         self._head_open = True
@@ -287,7 +322,7 @@ class WireLimitedProtocol(HttpToolsProtocol):
             self.app = _busy
         super().on_headers_complete()
         self.scope[ARRIVED_AT] = time.perf_counter()  # type: ignore[literal-required]
-        self.cycle.transport = _HeadHoldingTransport(self.transport, self.loop)  # type: ignore[assignment]
+        self.cycle.transport = _HeadHoldingTransport(self.transport, self._heads)  # type: ignore[assignment]
         # Its task starts on the loop's next turn, and looks ``receive`` up then.
         self._body = PiecedBody(self.cycle)
         self.cycle.receive = self._body.receive  # type: ignore[method-assign]

@@ -1,0 +1,75 @@
+"""A response's head waits for its body's first write, or for the event loop's next turn, never longer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.unit.fake_transport import connected
+
+REQUEST = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def start(status: int = 200, length: int = 2) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"%d" % length)]}
+
+
+def test_a_small_answer_goes_out_in_one_write() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start())
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def serve() -> list[bytes]:
+        with connected(app) as (protocol, transport):
+            protocol.data_received(REQUEST)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            return transport.writes
+
+    (write,) = asyncio.run(serve())
+    assert write.startswith(b"HTTP/1.1 200 OK\r\n") and write.endswith(b"\r\n\r\nok")
+
+
+def test_a_head_whose_body_is_late_goes_out_on_the_next_turn_of_the_loop() -> None:
+    body_may_go = asyncio.Event()
+    seen_before_body: list[list[bytes]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start())
+        await body_may_go.wait()
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def serve() -> list[bytes]:
+        with connected(app) as (protocol, transport):
+            protocol.data_received(REQUEST)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            seen_before_body.append(list(transport.writes))
+            body_may_go.set()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            return transport.writes
+
+    head, body = asyncio.run(serve())
+    assert seen_before_body == [[head]]  # the head did not wait for the body
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n") and body == b"ok"
+
+
+def test_heads_held_on_several_connections_in_one_turn_all_go_out() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start())
+        await asyncio.Event().wait()  # never a body: only the next turn's flush sends the head
+
+    async def serve() -> list[list[bytes]]:
+        with connected(app) as (first, one), connected(app) as (second, other):
+            first.data_received(REQUEST)
+            second.data_received(REQUEST)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            writes = [list(one.writes), list(other.writes)]
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+            return writes
+
+    for writes in asyncio.run(serve()):
+        assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
