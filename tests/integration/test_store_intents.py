@@ -109,3 +109,24 @@ async def test_a_commit_whose_intent_is_gone_is_refused_and_changes_nothing(meta
     with pytest.raises(StorageUnavailable, match="lease was lost"):
         await metadata.commit(record_of(op))
     assert await metadata.get(op.blob_id) is None
+
+
+async def test_expired_intents_come_oldest_first_and_of_the_backends_asked_for(metadata: MetadataRepository) -> None:
+    now = utc_now()
+    ops = [
+        PendingOp(new_storage_key(), backend, f"cut-{n}", PendingKind.STORE, now - timedelta(seconds=10 - n))
+        for n, backend in enumerate(["gone", "fs", "gone", "s3", "fs"])
+    ]
+    for op in ops:
+        await metadata.begin(op)
+    await metadata.begin(PendingOp(new_storage_key(), "fs", "alive", PendingKind.STORE, now + timedelta(seconds=60)))
+    keys = [op.storage_key for op in ops]
+
+    def expired_keys(found: list[PendingOp]) -> list[str]:
+        return [op.storage_key for op in found]
+
+    assert expired_keys(await metadata.expired(now, 10)) == keys
+    assert expired_keys(await metadata.expired(now, 2)) == keys[:2]
+    assert expired_keys(await metadata.expired(now, 10, ["fs", "s3"])) == [keys[1], keys[3], keys[4]]
+    assert expired_keys(await metadata.expired(now, 1, ["s3"])) == [keys[3]]
+    assert await metadata.expired(now, 10, []) == []

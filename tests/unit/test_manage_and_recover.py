@@ -165,3 +165,17 @@ async def test_a_backend_that_stopped_answering_does_not_hold_up_the_others() ->
     assert report.interrupted_removed == 5 and not up.objects
     assert report.unreachable_backends == ["down"]
     assert not metadata.pending and len(down.objects) == 600  # orphans for the sweep, once it answers
+
+
+async def test_intents_of_a_backend_taken_out_of_the_settings_do_not_hold_up_the_others() -> None:
+    # More of them than a batch holds, and all older than the configured backend's.
+    now = utc_now()
+    metadata, gone, up = InMemoryMetadataRepository(), InMemoryBlobRepository("gone"), InMemoryBlobRepository("up")
+    service = container_over(metadata, Backends({"up": up}, default="up"), clock=lambda: now).service()
+    cut_off(metadata, gone, range(600), now - timedelta(minutes=2))
+    cut_off(metadata, up, range(600, 605), now - timedelta(minutes=1))
+    report = await service.recover()
+    assert report.interrupted_removed == 5 and not up.objects
+    assert report.unreachable_backends == ["gone"]
+    # Kept, bytes and intents, for a run that has the backend again.
+    assert len(metadata.pending) == 600 and len(gone.objects) == 600

@@ -195,9 +195,12 @@ class InMemoryMetadataRepository:
         start = 0 if after is None else bisect.bisect_right([i.encode() for i in ids], after.encode())
         return [self.records[i] for i in ids[start:] if i.startswith(prefix)][:limit]
 
-    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
+    async def expired(self, now: datetime, limit: int, backends: Collection[str] | None = None) -> list[PendingOp]:
         self._check()
-        return [op for op in self.pending.values() if op.lease_until < now][:limit]
+        ops = [op for op in self.pending.values() if op.lease_until < now]
+        if backends is not None:
+            ops = [op for op in ops if op.backend in backends]
+        return sorted(ops, key=lambda op: op.lease_until)[:limit]
 
     async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
         self._check()

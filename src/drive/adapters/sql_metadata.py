@@ -386,8 +386,11 @@ class SqlMetadataRepository:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]
 
-    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
-        query = select(pending).where(pending.c.lease_until < millis(now)).order_by(pending.c.lease_until).limit(limit)
+    async def expired(self, now: datetime, limit: int, backends: Collection[str] | None = None) -> list[PendingOp]:
+        query = select(pending).where(pending.c.lease_until < millis(now))
+        if backends is not None:
+            query = query.where(pending.c.backend.in_(list(backends)))
+        query = query.order_by(pending.c.lease_until).limit(limit)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [

@@ -62,21 +62,15 @@ class Recover:
         return report
 
     async def _finish_expired(self, report: RecoveryReport) -> None:
-        skipped: set[str] = set()
-        while True:
-            ops = [op for op in await self._metadata.expired(self._clock(), BATCH) if op.storage_key not in skipped]
-            if not ops:
-                return
-            ending: list[PendingOp] = []
-            for op in ops:
-                if op.backend in self._backends.names():
-                    ending.append(op)
-                    continue
-                skipped.add(op.storage_key)  # not configured: the intent waits for a later run
-                if op.backend not in report.unreachable_backends:
-                    report.unreachable_backends.append(op.backend)
-            if ending:
-                await self._end_and_remove(ending, report)
+        # Only the configured backends' intents are asked for: the others' (a backend taken out of
+        # the settings) wait for a run that has it, and however many there are, none of them
+        # stands in a batch in front of the intents that can be ended now.
+        configured = self._backends.names()
+        while ops := await self._metadata.expired(self._clock(), BATCH, configured):
+            await self._end_and_remove(ops, report)
+        for op in await self._metadata.expired(self._clock(), BATCH):
+            if op.backend not in configured and op.backend not in report.unreachable_backends:
+                report.unreachable_backends.append(op.backend)  # its intents are kept
 
     async def _end_and_remove(self, ops: list[PendingOp], report: RecoveryReport) -> None:
         # End the intents before touching the bytes: a slow owner's commit needs the same row,

@@ -186,8 +186,8 @@ class MetadataRepository(Protocol):
         """Records whose id starts with ``prefix``, ids > ``after``, ascending byte order."""
         ...
 
-    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
-        """Pending operations whose lease ended before ``now``."""
+    async def expired(self, now: datetime, limit: int, backends: Collection[str] | None = None) -> list[PendingOp]:
+        """Pending operations whose lease ended before ``now``, oldest first; of ``backends`` only, if given."""
         ...
 
     async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:

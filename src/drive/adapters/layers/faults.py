@@ -218,9 +218,9 @@ class FaultyMetadataRepository:
         await self.plan.before("page")
         return await self.inner.page(prefix, after, limit)
 
-    async def expired(self, now: datetime, limit: int) -> list[PendingOp]:
+    async def expired(self, now: datetime, limit: int, backends: Collection[str] | None = None) -> list[PendingOp]:
         await self.plan.before("expired")
-        return await self.inner.expired(now, limit)
+        return await self.inner.expired(now, limit, backends)
 
     async def known_keys(self, backend: str, keys: Collection[str]) -> set[str]:
         await self.plan.before("known_keys")
