@@ -13,6 +13,10 @@ start of the transfer), and for the raw ones the server's CPU time (all its thre
 Python client is slower than the server; curl is not.
 The raw transfers run ``--rounds`` times, each right after its own floors (this machine's disk
 and load swing between minutes), and the median of each ratio is reported beside every round's.
+The ``PUT`` is bracketed by two dd runs and compared with their mean: what a write costs the
+kernel moves with the memory it has free (with little free, every page written is reclaimed
+first, and the same dd took four times the system time), so one dd before is not the PUT's
+conditions. The free memory (``MemFree``) before the first dd is printed with each round.
 
     .venv/bin/python bench/large.py                         # 1 GiB raw, 128 MiB JSON GET, 32 MiB JSON POST
     .venv/bin/python bench/large.py --size-mib 256 --json-get-mib 32
@@ -76,9 +80,23 @@ def timed_transfer(pid: int, *args: str) -> tuple[float, float, float]:
     return seconds, peak.peak - base, cpu_seconds(pid) - cpu
 
 
+def mem_free_gib() -> float | None:
+    """``MemFree`` of /proc/meminfo (Linux), in GiB."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemFree:"):
+                    return int(line.split()[1]) / (1024 * 1024)
+    except OSError:
+        pass
+    return None
+
+
 @dataclass(frozen=True)
 class RawRound:
-    dd: float  # MiB/s
+    dd_before: float  # MiB/s
+    dd_after: float
+    mem_free: float | None  # GiB, before the first dd
     sha: float  # MiB/s
     put: float  # MiB/s
     put_rss: float  # MiB
@@ -87,16 +105,23 @@ class RawRound:
     put_cpu: float  # the server's CPU seconds
     get_cpu: float
 
+    @property
+    def dd(self) -> float:
+        return (self.dd_before + self.dd_after) / 2
+
 
 def raw_round(tmp: Path, raw: Path, url: str, pid: int, size_mib: int, n: int) -> RawRound:
-    """Floors, then a raw PUT and GET of ``raw`` under a new id (deleted after: the disk stays as it was)."""
-    dd = dd_rate(tmp, size_mib)
-    sha = sha256_rate(size_mib)
+    """Floors, then a raw PUT (between two dd runs) and GET of ``raw`` under a new id (deleted after)."""
+    mem_free = mem_free_gib()
+    dd_before = dd_rate(tmp, size_mib)
     blob = f"{url}/v1/blobs/bench/raw-{n}"
     put_s, put_rss, put_cpu = timed_transfer(pid, "-T", str(raw), blob)
+    dd_after = dd_rate(tmp, size_mib)
+    sha = sha256_rate(size_mib)
     get_s, get_rss, get_cpu = timed_transfer(pid, "-H", "Accept: application/octet-stream", blob)
     curl("-X", "DELETE", blob)
-    return RawRound(dd, sha, size_mib / put_s, put_rss, size_mib / get_s, get_rss, put_cpu, get_cpu)
+    put, get = size_mib / put_s, size_mib / get_s
+    return RawRound(dd_before, dd_after, mem_free, sha, put, put_rss, get, get_rss, put_cpu, get_cpu)
 
 
 def main() -> None:
@@ -140,12 +165,15 @@ def main() -> None:
 
         size = opts.size_mib
         print(f"Raw {size} MiB, each round after its own floors (dd conv=fsync; SHA-256 on one core):\n")
-        columns = ["round", "dd MiB/s", "PUT MiB/s", "PUT / dd", "SHA-256 MiB/s", "GET MiB/s", "GET / SHA-256"]
-        print("| " + " | ".join([*columns, "RSS growth PUT / GET", "server CPU PUT / GET"]) + " |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        columns = ["round", "free memory", "dd MiB/s before / after", "PUT MiB/s", "PUT / dd (mean)"]
+        columns += ["SHA-256 MiB/s", "GET MiB/s", "GET / SHA-256", "RSS growth PUT / GET", "server CPU PUT / GET"]
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
         for n, r in enumerate(rounds, 1):
+            free = "?" if r.mem_free is None else f"{r.mem_free:.1f} GiB"
             print(
-                f"| {n} | {r.dd:,.0f} | {r.put:,.0f} | {r.put / r.dd:.0%} | {r.sha:,.0f} | {r.get:,.0f} "
+                f"| {n} | {free} | {r.dd_before:,.0f} / {r.dd_after:,.0f} | {r.put:,.0f} | {r.put / r.dd:.0%} "
+                f"| {r.sha:,.0f} | {r.get:,.0f} "
                 f"| {r.get / r.sha:.0%} | {r.put_rss:.1f} / {r.get_rss:.1f} MiB | {r.put_cpu:.2f} / {r.get_cpu:.2f} s |"
             )
         put_ratio = statistics.median(r.put / r.dd for r in rounds)
