@@ -27,7 +27,7 @@ from drive.loop_batches import DueOnce
 APPLY_SECONDS = 0.01
 _AT_ONCE = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # read by each worker process as it starts
 
-_COUNTER, _HISTOGRAM = 0, 1
+COUNTER, HISTOGRAM = 0, 1  # the kinds of update ``record`` takes
 
 # (kind, child, amount): appended on a loop's thread, taken by whichever thread applies (both atomic).
 _waiting: collections.deque[tuple[int, Any, float]] = collections.deque()
@@ -36,13 +36,19 @@ _applying = threading.Lock()
 
 def inc(child: Any, amount: float = 1.0) -> None:
     """``child.inc(amount)`` for a counter's labelled child, applied with its batch."""
-    _waiting.append((_COUNTER, child, amount))
+    _waiting.append((COUNTER, child, amount))
     _schedule()
 
 
 def observe(child: Any, amount: float) -> None:
     """``child.observe(amount)`` for a histogram's labelled child, applied with its batch."""
-    _waiting.append((_HISTOGRAM, child, amount))
+    _waiting.append((HISTOGRAM, child, amount))
+    _schedule()
+
+
+def record(updates: list[tuple[int, Any, float]]) -> None:
+    """Several updates at once, ``(COUNTER or HISTOGRAM, child, amount)`` each: one look at the schedule."""
+    _waiting.extend(updates)
     _schedule()
 
 
@@ -60,7 +66,7 @@ def apply_waiting() -> None:
         histograms: dict[Any, list[float]] = {}
         while _waiting:
             kind, child, amount = _waiting.popleft()
-            if kind == _COUNTER:
+            if kind == COUNTER:
                 counters[child] = counters.get(child, 0.0) + amount
             else:
                 histograms.setdefault(child, []).append(amount)

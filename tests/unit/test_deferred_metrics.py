@@ -8,6 +8,7 @@ import random
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from drive import deferred_metrics
+from drive.deferred_metrics import COUNTER, HISTOGRAM
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 1.0)
 
@@ -36,8 +37,12 @@ def test_a_batch_applies_what_each_update_would_have() -> None:
     async def serve() -> None:
         for n, amount in enumerate(amounts):
             kind = "ab"[n % 2]
-            deferred_metrics.inc(counter.labels(kind), n)
-            deferred_metrics.observe(histogram.labels(kind), amount)
+            if n % 3:
+                deferred_metrics.inc(counter.labels(kind), n)
+                deferred_metrics.observe(histogram.labels(kind), amount)
+            else:  # both at once, as a request's end does
+                updates = [(COUNTER, counter.labels(kind), n), (HISTOGRAM, histogram.labels(kind), amount)]
+                deferred_metrics.record(updates)
         assert histogram.labels("a")._sum.get() == 0  # queued on the loop, not yet applied
         await asyncio.sleep(deferred_metrics.APPLY_SECONDS * 5)  # the batch falls due
 
@@ -48,7 +53,8 @@ def test_a_batch_applies_what_each_update_would_have() -> None:
 
 def test_off_an_event_loop_an_update_is_applied_at_once() -> None:
     registry, counter, histogram = metrics()
-    deferred_metrics.inc(counter.labels("a"), 3)
+    deferred_metrics.inc(counter.labels("a"), 2)
+    deferred_metrics.record([(COUNTER, counter.labels("a"), 1)])
     deferred_metrics.observe(histogram.labels("a"), 0.02)
     assert registry.get_sample_value("unit_things_total", {"kind": "a"}) == 3
     assert registry.get_sample_value("unit_seconds_bucket", {"kind": "a", "le": "0.025"}) == 1

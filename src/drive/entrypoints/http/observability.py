@@ -21,6 +21,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from drive import deferred_metrics
+from drive.deferred_metrics import COUNTER, HISTOGRAM
 from drive.entrypoints.http.errors import ErrorBody, ErrorDetail
 from drive.entrypoints.logs import batch_writer, may_hold_secret, redact, request_id_var, timestamp
 from drive.telemetry import HTTP_BYTES_IN, HTTP_BYTES_OUT, HTTP_DURATION, HTTP_REQUESTS
@@ -66,12 +67,12 @@ def _observe(method: str, route: str, status: int, seconds: float, bytes_in: int
         )
         _children[(method, route, status)] = children
     requests, duration, received, sent = children
-    deferred_metrics.inc(requests)
-    deferred_metrics.observe(duration, seconds)
+    updates = [(COUNTER, requests, 1.0), (HISTOGRAM, duration, seconds)]
     if bytes_in:
-        deferred_metrics.inc(received, bytes_in)
+        updates.append((COUNTER, received, bytes_in))
     if bytes_out:
-        deferred_metrics.inc(sent, bytes_out)
+        updates.append((COUNTER, sent, bytes_out))
+    deferred_metrics.record(updates)
 
 
 _SHUTTING_DOWN = msgspec.json.encode(
