@@ -56,7 +56,9 @@ def test_nested_and_odd_values_are_cleaned() -> None:
 
 
 def test_timestamp_matches_isoformat_in_milliseconds() -> None:
-    for moment in (1795000000.0, 1795000000.0456, 1795000000.9999, 1795000001.5):
+    # Runs of the same millisecond, and the same millisecond of another second (both reuse a text).
+    moments = (1795000000.0, 1795000000.0456, 1795000000.0451, 1795000001.0456, 1795000000.9999, 1795000001.5)
+    for moment in moments:
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         assert timestamp(moment) == expected
 

@@ -85,15 +85,24 @@ def _clean(value: Any) -> Any:
 
 
 def timestamp(created: float) -> str:
-    """``2026-11-26T05:00:00.123Z``; the part up to the second is reused within a second."""
-    global _last_second
+    """``2026-11-26T05:00:00.123Z``; reused within a millisecond, its part up to the second within a second.
+
+    A batch of access lines at thousands a second holds runs of the same millisecond.
+    """
+    global _last_second, _last_milli
     second = int(created)
+    milli = int((created - second) * 1000)
+    if _last_milli[0] == second and _last_milli[1] == milli:
+        return _last_milli[2]
     cached = _last_second
     if cached[0] != second:
         cached = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+    text = f"{cached[1]}.{milli:03d}Z"
+    _last_milli = (second, milli, text)
+    return text
 
 
+_last_milli: tuple[int, int, str] = (-1, -1, "")
 _last_second: tuple[int, str] = (-1, "")
 
 

@@ -231,10 +231,25 @@ _FIELDS_FROM = AccessLine.__struct_fields__.index("request_id")  # the fields pa
 def _access_line(finished: _Finished) -> AccessLine:
     (created, level, method, route, status, seconds, bytes_in, bytes_out, request_id, target, query, client,
      aborted) = finished  # fmt: skip
+    named = _names.get((level, method, route, status))
+    if named is None:
+        named = _named(level, method, route, status)
     return AccessLine(
-        timestamp(created), logging.getLevelName(level), access_log.name, f"{method} {route} {status}", request_id,
+        timestamp(created), named[0], access_log.name, named[1], request_id,
         method, route, _target(target, query), status, round(seconds * 1000, 3), bytes_in, bytes_out, client, aborted,
     )  # fmt: skip
+
+
+# A line's level name and message, made once per level, method, route and status (a bounded set:
+# methods outside the few are "OTHER", routes are templates), not once per line.
+_names: dict[tuple[int, str, str, int], tuple[str, str]] = {}
+
+
+def _named(level: int, method: str, route: str, status: int) -> tuple[str, str]:
+    if len(_names) >= 1024:
+        _names.clear()
+    named = _names[(level, method, route, status)] = (logging.getLevelName(level), f"{method} {route} {status}")
+    return named
 
 
 def _access_lines(batch: list[_Finished]) -> list[str]:
