@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from tests.unit.fake_transport import connected
@@ -73,3 +75,22 @@ def test_heads_held_on_several_connections_in_one_turn_all_go_out() -> None:
 
     for writes in asyncio.run(serve()):
         assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_event_loop_is_not_kept_alive_by_its_held_heads() -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start(204, 0))
+        await send({"type": "http.response.body", "body": b""})
+
+    async def serve() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        with connected(app) as (protocol, _):
+            protocol.data_received(REQUEST)
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    gc.collect()
+    assert loops[0]() is None

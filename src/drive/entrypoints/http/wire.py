@@ -137,12 +137,16 @@ class _HeldHeads:
     __slots__ = ("_held", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: this is the value of the loop's entry in ``_held_heads``, which must not keep it alive.
+        self._loop = weakref.ref(loop)
         self._held: list[_HeadHoldingTransport] = []
 
     def add(self, transport: _HeadHoldingTransport) -> None:
         if not self._held:
-            self._loop.call_soon(self._flush)
+            loop = self._loop()
+            if loop is None:
+                return
+            loop.call_soon(self._flush)
         self._held.append(transport)
 
     def _flush(self) -> None:
