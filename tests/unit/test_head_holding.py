@@ -94,3 +94,26 @@ def test_an_event_loop_is_not_kept_alive_by_its_held_heads() -> None:
     asyncio.run(serve())
     gc.collect()
     assert loops[0]() is None
+
+
+def test_a_connection_whose_held_head_cannot_be_written_does_not_hold_back_the_others() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(start())
+        await asyncio.Event().wait()  # only the next turn's flush sends the head
+
+    def broken(data: bytes | bytearray | memoryview) -> None:
+        raise RuntimeError("the transport is broken")
+
+    async def serve() -> list[bytes]:
+        with connected(app) as (first, one), connected(app) as (second, other):
+            one.write = broken  # type: ignore[method-assign]
+            first.data_received(REQUEST)
+            second.data_received(REQUEST)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+            return list(other.writes)
+
+    (head,) = asyncio.run(serve())
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")

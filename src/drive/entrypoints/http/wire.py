@@ -152,7 +152,10 @@ class _HeldHeads:
     def _flush(self) -> None:
         held, self._held = self._held, []
         for transport in held:
-            transport.flush()  # nothing left to do for most: their body or completion took the head
+            try:
+                transport.flush()  # nothing left to do for most: their body or completion took the head
+            except Exception:  # one broken connection must not hold back the other heads
+                log.exception("a held response head could not be written")
 
 
 _held_heads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeldHeads] = weakref.WeakKeyDictionary()
