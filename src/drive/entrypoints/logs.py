@@ -92,8 +92,9 @@ def timestamp(created: float) -> str:
     global _last_second, _last_milli
     second = int(created)
     milli = int((created - second) * 1000)
-    if _last_milli[0] == second and _last_milli[1] == milli:
-        return _last_milli[2]
+    last = _last_milli  # read once: another thread may replace it meanwhile (the log worker, a warning)
+    if last[0] == second and last[1] == milli:
+        return last[2]
     cached = _last_second
     if cached[0] != second:
         cached = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
