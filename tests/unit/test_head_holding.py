@@ -16,6 +16,23 @@ def start(status: int = 200, length: int = 2) -> dict[str, Any]:
     return {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"%d" % length)]}
 
 
+async def turns() -> None:
+    """A few turns of the event loop: the apps run, and anything held for a next turn goes out."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def head_then_nothing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose body never comes: only the next turn's flush sends its head."""
+    await send(start())
+    await asyncio.Event().wait()
+
+
+def stop_the_apps() -> None:
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()
+
+
 def test_a_small_answer_goes_out_in_one_write() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send(start())
@@ -24,8 +41,7 @@ def test_a_small_answer_goes_out_in_one_write() -> None:
     async def serve() -> list[bytes]:
         with connected(app) as (protocol, transport):
             protocol.data_received(REQUEST)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await turns()
             return transport.writes
 
     (write,) = asyncio.run(serve())
@@ -44,12 +60,10 @@ def test_a_head_whose_body_is_late_goes_out_on_the_next_turn_of_the_loop() -> No
     async def serve() -> list[bytes]:
         with connected(app) as (protocol, transport):
             protocol.data_received(REQUEST)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await turns()
             seen_before_body.append(list(transport.writes))
             body_may_go.set()
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await turns()
             return transport.writes
 
     head, body = asyncio.run(serve())
@@ -58,19 +72,13 @@ def test_a_head_whose_body_is_late_goes_out_on_the_next_turn_of_the_loop() -> No
 
 
 def test_heads_held_on_several_connections_in_one_turn_all_go_out() -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send(start())
-        await asyncio.Event().wait()  # never a body: only the next turn's flush sends the head
-
     async def serve() -> list[list[bytes]]:
-        with connected(app) as (first, one), connected(app) as (second, other):
+        with connected(head_then_nothing) as (first, one), connected(head_then_nothing) as (second, other):
             first.data_received(REQUEST)
             second.data_received(REQUEST)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await turns()
             writes = [list(one.writes), list(other.writes)]
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
+            stop_the_apps()
             return writes
 
     for writes in asyncio.run(serve()):
@@ -88,8 +96,7 @@ def test_an_event_loop_is_not_kept_alive_by_its_held_heads() -> None:
         loops.append(weakref.ref(asyncio.get_running_loop()))
         with connected(app) as (protocol, _):
             protocol.data_received(REQUEST)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await turns()
 
     asyncio.run(serve())
     gc.collect()
@@ -97,22 +104,16 @@ def test_an_event_loop_is_not_kept_alive_by_its_held_heads() -> None:
 
 
 def test_a_connection_whose_held_head_cannot_be_written_does_not_hold_back_the_others() -> None:
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send(start())
-        await asyncio.Event().wait()  # only the next turn's flush sends the head
-
     def broken(data: bytes | bytearray | memoryview) -> None:
         raise RuntimeError("the transport is broken")
 
     async def serve() -> list[bytes]:
-        with connected(app) as (first, one), connected(app) as (second, other):
+        with connected(head_then_nothing) as (first, one), connected(head_then_nothing) as (second, other):
             one.write = broken  # type: ignore[method-assign]
             first.data_received(REQUEST)
             second.data_received(REQUEST)
-            for _ in range(5):
-                await asyncio.sleep(0)
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
+            await turns()
+            stop_the_apps()
             return list(other.writes)
 
     (head,) = asyncio.run(serve())
